@@ -1,0 +1,255 @@
+//! Broker and topic configuration under Kafka's key names.
+//!
+//! Owns the embedded defaults, parsing of a `server.properties`-style file plus `--set key=value`
+//! overrides, and the topic-level configs (each a topic override or else the broker's value).
+//! Invariant: a `BrokerConfig` or `LogConfig` that exists has been fully validated; nothing later
+//! re-parses a value that came from outside.
+
+pub mod topic;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use topic::{LogConfig, TopicConfigs};
+
+/// Where a configuration value came from, as DescribeConfigs reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    DynamicTopic = 1,
+    StaticBroker = 4,
+    Default = 5,
+}
+
+/// Broker keys with their embedded defaults. Keys not listed are refused at start-up.
+const BROKER_DEFAULTS: &[(&str, &str)] = &[
+    ("node.id", "0"),
+    ("broker.id", "0"),
+    ("cluster.id", "shardlog-cluster"),
+    ("listeners", "PLAINTEXT://127.0.0.1:9092"),
+    ("advertised.listeners", ""),
+    ("log.dirs", "./data"),
+    ("log.dir", "./data"),
+    ("num.partitions", "1"),
+    ("default.replication.factor", "1"),
+    ("auto.create.topics.enable", "true"),
+    ("log.segment.bytes", "1073741824"),
+    ("log.roll.hours", "168"),
+    ("log.roll.ms", ""),
+    ("log.retention.hours", "168"),
+    ("log.retention.minutes", ""),
+    ("log.retention.ms", ""),
+    ("log.retention.bytes", "-1"),
+    ("log.retention.check.interval.ms", "300000"),
+    ("log.index.interval.bytes", "4096"),
+    ("log.cleanup.policy", "delete"),
+    ("log.message.timestamp.type", "CreateTime"),
+    ("message.max.bytes", "1048588"),
+    ("min.insync.replicas", "1"),
+    ("compression.type", "producer"),
+    ("socket.request.max.bytes", "104857600"),
+    ("delete.topic.enable", "true"),
+    ("offsets.topic.replication.factor", "1"),
+    // shardlog's own knobs.
+    ("shardlog.write.buffer.bytes", "1048576"),
+    ("shardlog.hot.tail.bytes", "8388608"),
+    ("shardlog.connection.max.inflight.bytes", "67108864"),
+    ("shardlog.connection.max.inflight.requests", "64"),
+    ("shardlog.partition.max.pending.bytes", "33554432"),
+];
+
+/// The broker's configuration: every key with its value and source.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    values: BTreeMap<String, (String, ConfigSource)>,
+    pub node_id: i32,
+    pub cluster_id: String,
+    pub listen_host: String,
+    pub listen_port: u16,
+    pub advertised_host: String,
+    /// `None` means "the port actually bound" (listeners with port 0).
+    pub advertised_port: Option<u16>,
+    pub log_dir: PathBuf,
+    pub num_partitions: i32,
+    pub auto_create_topics: bool,
+    pub retention_check_interval_ms: u64,
+    pub socket_request_max_bytes: usize,
+    pub write_buffer_bytes: usize,
+    pub hot_tail_bytes: usize,
+    pub connection_max_inflight_bytes: usize,
+    pub connection_max_inflight_requests: usize,
+    pub partition_max_pending_bytes: usize,
+    /// Defaults for topic configs, derived from the `log.*` keys.
+    pub log_defaults: LogConfig,
+}
+
+fn parse_listener(value: &str, key: &str) -> anyhow::Result<(String, u16)> {
+    let first = value.split(',').next().unwrap_or("").trim();
+    let rest = first
+        .split_once("://")
+        .map(|(proto, rest)| (proto, rest))
+        .ok_or_else(|| anyhow::anyhow!("{key}: '{value}' is not of the form PLAINTEXT://host:port"))?;
+    if !rest.0.eq_ignore_ascii_case("PLAINTEXT") {
+        anyhow::bail!("{key}: only PLAINTEXT listeners are supported, not '{}'", rest.0);
+    }
+    let (host, port) = rest
+        .1
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("{key}: '{value}' has no port"))?;
+    let port: u16 = port.parse().map_err(|_| anyhow::anyhow!("{key}: port '{port}' is not a number 0-65535"))?;
+    let host = if host.is_empty() { "0.0.0.0".to_string() } else { host.trim_matches(['[', ']']).to_string() };
+    Ok((host, port))
+}
+
+impl BrokerConfig {
+    /// Embedded defaults, then the properties file, then `--set` overrides (last wins).
+    pub fn load(file: Option<&std::path::Path>, overrides: &[String]) -> anyhow::Result<Self> {
+        let mut values: BTreeMap<String, (String, ConfigSource)> = BROKER_DEFAULTS
+            .iter()
+            .map(|(k, v)| (k.to_string(), (v.to_string(), ConfigSource::Default)))
+            .collect();
+        let mut explicit = Vec::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                    continue;
+                }
+                let (k, v) = line
+                    .split_once('=')
+                    .or_else(|| line.split_once(':'))
+                    .ok_or_else(|| anyhow::anyhow!("{}:{}: expected key=value", path.display(), n + 1))?;
+                explicit.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        for o in overrides {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--set {o}: expected key=value"))?;
+            explicit.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        for (k, v) in explicit {
+            if topic::is_topic_key(&k) && !values.contains_key(&k) {
+                anyhow::bail!("'{k}' is a topic config; the broker key is usually 'log.{k}'");
+            }
+            if !values.contains_key(&k) {
+                anyhow::bail!("unknown broker config '{k}'");
+            }
+            values.insert(k, (v, ConfigSource::StaticBroker));
+        }
+        Self::from_values(values)
+    }
+
+    fn from_values(values: BTreeMap<String, (String, ConfigSource)>) -> anyhow::Result<Self> {
+        let get = |k: &str| values.get(k).map(|(v, _)| v.as_str()).unwrap_or("");
+        let is_set = |k: &str| values.get(k).map(|(_, s)| *s != ConfigSource::Default).unwrap_or(false);
+        let num = |k: &str| -> anyhow::Result<i64> {
+            get(k).parse::<i64>().map_err(|_| anyhow::anyhow!("{k}: '{}' is not an integer", get(k)))
+        };
+        let positive = |k: &str| -> anyhow::Result<i64> {
+            let n = num(k)?;
+            if n <= 0 {
+                anyhow::bail!("{k}: must be positive, got {n}");
+            }
+            Ok(n)
+        };
+        let node_id = if is_set("node.id") { num("node.id")? } else { num("broker.id")? } as i32;
+        let (listen_host, listen_port) = parse_listener(get("listeners"), "listeners")?;
+        let (advertised_host, advertised_port) = if get("advertised.listeners").is_empty() {
+            let host = if listen_host == "0.0.0.0" { "127.0.0.1".to_string() } else { listen_host.clone() };
+            (host, if listen_port == 0 { None } else { Some(listen_port) })
+        } else {
+            let (h, p) = parse_listener(get("advertised.listeners"), "advertised.listeners")?;
+            (h, Some(p))
+        };
+        let log_dirs = if is_set("log.dirs") || !is_set("log.dir") { get("log.dirs") } else { get("log.dir") };
+        let log_dir = PathBuf::from(log_dirs.split(',').next().unwrap_or("./data").trim());
+        let retention_ms = if !get("log.retention.ms").is_empty() {
+            num("log.retention.ms")?
+        } else if !get("log.retention.minutes").is_empty() {
+            num("log.retention.minutes")? * 60_000
+        } else {
+            num("log.retention.hours")? * 3_600_000
+        };
+        let roll_ms = if !get("log.roll.ms").is_empty() {
+            positive("log.roll.ms")?
+        } else {
+            positive("log.roll.hours")? * 3_600_000
+        };
+        let mut defaults = BTreeMap::new();
+        defaults.insert("segment.bytes".to_string(), get("log.segment.bytes").to_string());
+        defaults.insert("segment.ms".to_string(), roll_ms.to_string());
+        defaults.insert("retention.ms".to_string(), retention_ms.to_string());
+        defaults.insert("retention.bytes".to_string(), get("log.retention.bytes").to_string());
+        defaults.insert("index.interval.bytes".to_string(), get("log.index.interval.bytes").to_string());
+        defaults.insert("cleanup.policy".to_string(), get("log.cleanup.policy").to_string());
+        defaults.insert("message.timestamp.type".to_string(), get("log.message.timestamp.type").to_string());
+        defaults.insert("max.message.bytes".to_string(), get("message.max.bytes").to_string());
+        defaults.insert("min.insync.replicas".to_string(), get("min.insync.replicas").to_string());
+        defaults.insert("compression.type".to_string(), get("compression.type").to_string());
+        let log_defaults = LogConfig::from_map(&topic::complete_defaults(defaults))
+            .map_err(|e| anyhow::anyhow!("broker log defaults: {e}"))?;
+        let write_buffer_bytes = positive("shardlog.write.buffer.bytes")? as usize;
+        if write_buffer_bytes % 4096 != 0 {
+            anyhow::bail!("shardlog.write.buffer.bytes: must be a multiple of 4096, got {write_buffer_bytes}");
+        }
+        let cfg = BrokerConfig {
+            node_id,
+            cluster_id: get("cluster.id").to_string(),
+            listen_host,
+            listen_port,
+            advertised_host,
+            advertised_port,
+            log_dir,
+            num_partitions: positive("num.partitions")? as i32,
+            auto_create_topics: parse_bool("auto.create.topics.enable", get("auto.create.topics.enable"))?,
+            retention_check_interval_ms: positive("log.retention.check.interval.ms")? as u64,
+            socket_request_max_bytes: positive("socket.request.max.bytes")? as usize,
+            write_buffer_bytes,
+            hot_tail_bytes: num("shardlog.hot.tail.bytes")?.max(0) as usize,
+            connection_max_inflight_bytes: positive("shardlog.connection.max.inflight.bytes")? as usize,
+            connection_max_inflight_requests: positive("shardlog.connection.max.inflight.requests")? as usize,
+            partition_max_pending_bytes: positive("shardlog.partition.max.pending.bytes")? as usize,
+            log_defaults,
+            values,
+        };
+        Ok(cfg)
+    }
+
+    /// Every broker key with its value and source, for DescribeConfigs.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str, ConfigSource)> {
+        self.values.iter().map(|(k, (v, s))| (k.as_str(), v.as_str(), *s))
+    }
+}
+
+pub fn parse_bool(key: &str, v: &str) -> anyhow::Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => anyhow::bail!("{key}: '{v}' is not true or false"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_serve_on_9092_under_data() {
+        let c = BrokerConfig::load(None, &[]).unwrap();
+        assert_eq!((c.listen_host.as_str(), c.listen_port), ("127.0.0.1", 9092));
+        assert_eq!(c.log_dir, PathBuf::from("./data"));
+        assert_eq!(c.log_defaults.retention_ms, 168 * 3_600_000);
+    }
+
+    #[test]
+    fn overrides_and_refusals() {
+        let c = BrokerConfig::load(None, &["log.retention.ms=5000".into(), "num.partitions=3".into()]).unwrap();
+        assert_eq!(c.log_defaults.retention_ms, 5000);
+        assert_eq!(c.num_partitions, 3);
+        assert!(BrokerConfig::load(None, &["no.such.key=1".into()]).is_err());
+        assert!(BrokerConfig::load(None, &["num.partitions=zero".into()]).is_err());
+        assert!(BrokerConfig::load(None, &["listeners=SSL://x:1".into()]).is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! Fetch: reads each partition on its owning shard; if fewer than `min_bytes` came back it
+//! waits (up to `max_wait_ms`) for any of the partitions to get data, then reads again.
+//! `max_bytes` caps the whole response, `partition_max_bytes` each partition, but the first
+//! batch with data is always whole (KIP-74). No fetch sessions: the answer's session id is 0.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+
+use crate::shard::{OpKind, OpOutcome, OpResult, PartitionOp, Shard, ShardRequest};
+
+struct Wanted {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+}
+
+fn ops(wanted: &[Wanted]) -> Vec<PartitionOp> {
+    wanted
+        .iter()
+        .map(|w| PartitionOp {
+            topic: w.topic.clone(),
+            partition: w.partition,
+            kind: OpKind::Fetch { offset: w.offset, max_bytes: w.max_bytes },
+        })
+        .collect()
+}
+
+fn bytes_of(outcomes: &[OpOutcome]) -> usize {
+    outcomes
+        .iter()
+        .map(|o| match o {
+            Ok(OpResult::Fetch(d)) => d.records.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Waits until a partition of the request has data past its fetch offset, or `wait` passes.
+async fn wait_for_data(shard: &Rc<Shard>, wanted: &[Wanted], wait: Duration) {
+    let meta = shard.metadata();
+    let mut per_shard: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); shard.count];
+    for w in wanted {
+        if let Some(s) = meta.shard_of(&w.topic, w.partition) {
+            per_shard[s].push((w.topic.clone(), w.partition, w.offset));
+        }
+    }
+    let mut waits = Vec::new();
+    for (s, parts) in per_shard.into_iter().enumerate() {
+        if parts.is_empty() {
+            continue;
+        }
+        if s == shard.id {
+            let me = Rc::clone(shard);
+            waits.push(async move { me.wait_local(&parts, wait).await }.boxed_local());
+        } else {
+            let me = Rc::clone(shard);
+            waits.push(
+                async move {
+                    me.call(s, ShardRequest::WaitForData { parts, wait }).await;
+                }
+                .boxed_local(),
+            );
+        }
+    }
+    if waits.is_empty() {
+        glommio::timer::sleep(wait).await;
+    } else {
+        futures::future::select_all(waits).await;
+    }
+}
+
+pub async fn handle(shard: &Rc<Shard>, _version: i16, request: FetchRequest) -> FetchResponse {
+    let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+    let mut wanted = Vec::new();
+    for t in &request.topics {
+        for p in &t.partitions {
+            wanted.push(Wanted {
+                topic: t.topic.0.as_str().to_string(),
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+            });
+        }
+    }
+    let mut outcomes = shard.run_partition_ops(ops(&wanted)).await;
+    loop {
+        let now = Instant::now();
+        let any_error = outcomes.iter().any(|o| o.is_err());
+        if bytes_of(&outcomes) >= min_bytes || now >= deadline || any_error || shard.stopping.get() {
+            break;
+        }
+        wait_for_data(shard, &wanted, deadline - now).await;
+        outcomes = shard.run_partition_ops(ops(&wanted)).await;
+    }
+    let mut response = FetchResponse::default();
+    let mut total = 0usize;
+    let mut outcomes = outcomes.into_iter();
+    for t in request.topics {
+        let mut topic = FetchableTopicResponse::default();
+        topic.topic = t.topic.clone();
+        topic.topic_id = t.topic_id;
+        for p in t.partitions {
+            let mut part = PartitionData::default();
+            part.partition_index = p.partition;
+            part.preferred_read_replica = BrokerId(-1);
+            part.records = Some(Bytes::new());
+            match outcomes.next() {
+                Some(Ok(OpResult::Fetch(d))) => {
+                    part.high_watermark = d.high_watermark;
+                    part.last_stable_offset = d.high_watermark;
+                    part.log_start_offset = d.log_start_offset;
+                    if total == 0 || total + d.records.len() <= max_bytes {
+                        total += d.records.len();
+                        part.records = Some(d.records);
+                    }
+                }
+                Some(Err((e, marks))) => {
+                    part.error_code = e.code;
+                    let (hw, start) = marks.unwrap_or((-1, -1));
+                    part.high_watermark = hw;
+                    part.last_stable_offset = hw;
+                    part.log_start_offset = start;
+                }
+                _ => {
+                    part.error_code = crate::protocol::error::UNKNOWN_SERVER_ERROR;
+                    part.high_watermark = -1;
+                    part.last_stable_offset = -1;
+                    part.log_start_offset = -1;
+                }
+            }
+            topic.partitions.push(part);
+        }
+        response.responses.push(topic);
+    }
+    response
+}

@@ -1,0 +1,18 @@
+//! shardlog: a Kafka-compatible broker, thread-per-core on io_uring (glommio).
+//!
+//! Module map: `config` (Kafka-named settings), `metadata` (topic table, placement),
+//! `server` (process, listeners, connections), `shard` (executors, mesh, routing, admin),
+//! `protocol` (API table, framing, error codes), `handlers` (one per Kafka API),
+//! `storage` (segments, indexes, recovery, retention), `record` (batch validation),
+//! `client` (the project's own Kafka client, used by the CLI), `alloc` (allocation guard).
+
+pub mod alloc;
+pub mod client;
+pub mod config;
+pub mod handlers;
+pub mod metadata;
+pub mod protocol;
+pub mod record;
+pub mod server;
+pub mod shard;
+pub mod storage;

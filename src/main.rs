@@ -1,0 +1,63 @@
+//! The `shardlog` command: `broker` runs the broker; `topic`, `produce` and `consume` talk to a
+//! running broker through the project's own client.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOC: shardlog::alloc::GuardedAlloc = shardlog::alloc::GuardedAlloc;
+
+#[derive(Parser)]
+#[command(name = "shardlog", version, about = "A Kafka-compatible broker, thread-per-core on io_uring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (defaults: 127.0.0.1:9092, data under ./data).
+    Broker {
+        /// A server.properties-style file with Kafka's key names.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override one key, e.g. --set log.retention.ms=60000 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Shards (one pinned executor per core); default: every core the process may use.
+        #[arg(long)]
+        cores: Option<usize>,
+    },
+    #[command(flatten)]
+    Client(shardlog::client::cli::ClientCommand),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let (writer, _guard) = tracing_appender::non_blocking(std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHARDLOG_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Broker { config, set, cores } => {
+            let cores = cores.unwrap_or_else(shardlog::server::default_cores);
+            if cores == 0 {
+                Err(anyhow::anyhow!("--cores must be at least 1"))
+            } else {
+                shardlog::config::BrokerConfig::load(config.as_deref(), &set)
+                    .and_then(|c| shardlog::server::run(c, cores))
+            }
+        }
+        Command::Client(cmd) => shardlog::client::cli::run(cmd),
+    };
+    if let Err(e) = result {
+        drop(_guard);
+        eprintln!("shardlog: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,149 @@
+//! The Kafka wire protocol at the broker: the table of supported APIs and versions (which is
+//! exactly what ApiVersions advertises), request decoding, dispatch to the one handler per API
+//! in `crate::handlers`, and response framing.
+//!
+//! A request the table does not cover, or that does not decode, closes its connection with a
+//! log line, as Kafka does; the one exception is a too-new ApiVersions request, answered in the
+//! v0 format with UNSUPPORTED_VERSION so the client can retry lower. Decoding never panics the
+//! shard: it runs under `catch_unwind`.
+
+pub mod error;
+
+use std::rc::Rc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::handlers;
+use crate::shard::Shard;
+
+/// What the connection does with a request's result.
+pub enum Outcome {
+    Respond(Bytes),
+    /// Produce with acks=0.
+    NoResponse,
+    Close(String),
+}
+
+/// Supported APIs with the version range shardlog implements (intersected with the codec's).
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The version range served for an API key, if any.
+pub fn version_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|&(k, min, max)| {
+        let codec = k.valid_versions();
+        (min.max(codec.min), max.min(codec.max))
+    })
+}
+
+fn frame(correlation_id: i32, key: ApiKey, version: i16, body: &ResponseKind) -> Result<Bytes, String> {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    header
+        .encode(&mut buf, key.response_header_version(version))
+        .map_err(|e| format!("encoding response header: {e}"))?;
+    body.encode(&mut buf, version).map_err(|e| format!("encoding {key:?} v{version} response: {e}"))?;
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+fn decode(key: ApiKey, version: i16, mut body: Bytes) -> Result<(RequestHeader, RequestKind), String> {
+    std::panic::catch_unwind(move || {
+        let header = RequestHeader::decode(&mut body, key.request_header_version(version))
+            .map_err(|e| format!("malformed {key:?} v{version} request header: {e}"))?;
+        let request = RequestKind::decode(key, &mut body, version)
+            .map_err(|e| format!("malformed {key:?} v{version} request: {e}"))?;
+        Ok((header, request))
+    })
+    .unwrap_or_else(|_| Err(format!("malformed {key:?} v{version} request")))
+}
+
+/// Handles one request frame (without its size prefix).
+pub async fn handle(shard: &Rc<Shard>, body: Bytes) -> Outcome {
+    if body.len() < 8 {
+        return Outcome::Close(format!("request of {} bytes is too short for a header", body.len()));
+    }
+    let raw_key = i16::from_be_bytes([body[0], body[1]]);
+    let version = i16::from_be_bytes([body[2], body[3]]);
+    let correlation_id = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+    let Ok(key) = ApiKey::try_from(raw_key) else {
+        return Outcome::Close(format!("unknown API key {raw_key}"));
+    };
+    let Some((min, max)) = version_range(key) else {
+        return Outcome::Close(format!("unsupported API {key:?}"));
+    };
+    if version < min || version > max {
+        if key == ApiKey::ApiVersions {
+            let response = handlers::api_versions::unsupported_version();
+            return respond(correlation_id, key, 0, response);
+        }
+        return Outcome::Close(format!("unsupported {key:?} version {version} (supported {min}-{max})"));
+    }
+    let (header, request) = match decode(key, version, body) {
+        Ok(decoded) => decoded,
+        Err(why) => return Outcome::Close(why),
+    };
+    let response = match request {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(handlers::api_versions::handle(version, r)),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(handlers::metadata::handle(shard, version, r).await),
+        RequestKind::Produce(r) => match handlers::produce::handle(shard, version, r).await {
+            Some(resp) => ResponseKind::Produce(resp),
+            None => return Outcome::NoResponse,
+        },
+        RequestKind::Fetch(r) => ResponseKind::Fetch(handlers::fetch::handle(shard, version, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(handlers::list_offsets::handle(shard, version, r).await),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(handlers::offset_for_leader_epoch::handle(shard, version, r).await)
+        }
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(handlers::create_topics::handle(shard, version, r).await),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(handlers::delete_topics::handle(shard, version, r).await),
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(handlers::delete_records::handle(shard, version, r).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(handlers::describe_configs::handle(shard, version, r).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(handlers::create_partitions::handle(shard, version, r).await)
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(handlers::describe_cluster::handle(shard, version, r).await)
+        }
+        _ => return Outcome::Close(format!("unsupported API {key:?}")),
+    };
+    let _ = header;
+    respond(correlation_id, key, version, response)
+}
+
+fn respond(correlation_id: i32, key: ApiKey, version: i16, response: ResponseKind) -> Outcome {
+    match frame(correlation_id, key, version, &response) {
+        Ok(bytes) => Outcome::Respond(bytes),
+        Err(why) => Outcome::Close(why),
+    }
+}
+
+/// Helpers shared by handlers for building strings the codec wants.
+pub fn str_bytes(s: &str) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(s.to_string())
+}
+
+pub fn topic_name(s: &str) -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(str_bytes(s))
+}

@@ -1,0 +1,201 @@
+//! The broker process: loads config and metadata, starts one pinned executor per shard joined
+//! by a channel mesh, binds the listener on every shard (SO_REUSEPORT), and on SIGINT/SIGTERM
+//! stops accepting, lets in-flight requests finish, closes every log and writes the
+//! clean-shutdown marker.
+
+pub mod connection;
+
+use std::net::ToSocketAddrs;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::BrokerConfig;
+use crate::metadata::{self, MetadataSnapshot};
+use crate::shard::{Shard, ShardMessage};
+use crate::storage::CLEAN_SHUTDOWN_FILE;
+
+/// Flags shared with the signal-handling main thread; polled by shards, never on the data path.
+struct Lifecycle {
+    stop: AtomicBool,
+    connections_done: AtomicUsize,
+}
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } == 0;
+    if !ok {
+        return (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect();
+    }
+    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+}
+
+pub fn default_cores() -> usize {
+    allowed_cpus().len().max(1)
+}
+
+/// Binds a placeholder SO_REUSEPORT socket to learn a free port when `listeners` says port 0;
+/// it never listens, so it receives no connections, and it is closed once the shards bind.
+fn reserve_port(host: &str) -> anyhow::Result<(socket2::Socket, u16)> {
+    let addr = (host, 0)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("listeners: cannot resolve host '{host}'"))?;
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    let port = socket
+        .local_addr()?
+        .as_socket()
+        .map(|a| a.port())
+        .ok_or_else(|| anyhow::anyhow!("cannot read the reserved port"))?;
+    Ok((socket, port))
+}
+
+pub fn run(config: BrokerConfig, cores: usize) -> anyhow::Result<()> {
+    let log_dir = config.log_dir.clone();
+    std::fs::create_dir_all(&log_dir)
+        .map_err(|e| anyhow::anyhow!("log.dirs: cannot create {}: {e}", log_dir.display()))?;
+    let marker = log_dir.join(CLEAN_SHUTDOWN_FILE);
+    let clean = marker.exists();
+    let snapshot = metadata::load(&log_dir, cores)?;
+    if clean {
+        std::fs::remove_file(&marker)?;
+        std::fs::File::open(&log_dir)?.sync_all()?;
+    } else if !snapshot.topics.is_empty() {
+        tracing::warn!("no clean-shutdown marker in {}: recovering logs", log_dir.display());
+    }
+    let (placeholder, port) = if config.listen_port == 0 {
+        let (s, p) = reserve_port(&config.listen_host)?;
+        (Some(s), p)
+    } else {
+        (None, config.listen_port)
+    };
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])?;
+    let lifecycle = Arc::new(Lifecycle { stop: AtomicBool::new(false), connections_done: AtomicUsize::new(0) });
+    let cpus = allowed_cpus();
+    let mesh = MeshBuilder::<ShardMessage, _>::full(cores, 4096);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let mut handles = Vec::new();
+    for id in 0..cores {
+        let placement = if cores <= cpus.len() { Placement::Fixed(cpus[id]) } else { Placement::Unbound };
+        let (config, mesh, snapshot, lifecycle, ready) =
+            (config.clone(), mesh.clone(), snapshot.clone(), Arc::clone(&lifecycle), ready_tx.clone());
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{id}"))
+            .spawn(move || async move {
+                shard_main(id, cores, port, config, mesh, snapshot, clean, lifecycle, ready).await
+            })
+            .map_err(|e| anyhow::anyhow!("cannot start shard {id}: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..cores {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => anyhow::bail!("{e}"),
+            Err(_) => anyhow::bail!("a shard stopped during start-up"),
+        }
+    }
+    drop(placeholder);
+    println!("shardlog: listening on {}:{port}", config.listen_host);
+    tracing::info!("serving {} topics on {cores} shards, data in {}", snapshot.topics.len(), log_dir.display());
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!("signal {sig}: shutting down");
+    }
+    lifecycle.stop.store(true, Ordering::SeqCst);
+    let mut all_closed = true;
+    for h in handles {
+        all_closed &= h.join().unwrap_or(false);
+    }
+    if all_closed {
+        let f = std::fs::File::create(&marker)?;
+        f.sync_all()?;
+        std::fs::File::open(&log_dir)?.sync_all()?;
+        tracing::info!("clean shutdown");
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn shard_main(
+    id: usize,
+    count: usize,
+    port: u16,
+    config: BrokerConfig,
+    mesh: MeshBuilder<ShardMessage, glommio::channels::channel_mesh::Full>,
+    snapshot: MetadataSnapshot,
+    clean: bool,
+    lifecycle: Arc<Lifecycle>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) -> bool {
+    let Ok((senders, receivers)) = mesh.join().await else {
+        let _ = ready.send(Err(format!("shard {id}: cannot join the shard mesh")));
+        return false;
+    };
+    let host = config.listen_host.clone();
+    let shard = Shard::new(id, count, Rc::new(config), senders);
+    if shard.config.advertised_port.is_none() {
+        shard.advertised_port.set(port);
+    }
+    shard.spawn_mesh_receivers(receivers);
+    shard.apply_metadata(snapshot, clean).await;
+    let listener = match glommio::net::TcpListener::bind((host.as_str(), port)) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot listen on {host}:{port}: {e}")));
+            return false;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    glommio::spawn_local(Rc::clone(&shard).run_retention()).detach();
+    glommio::spawn_local({
+        let (shard, lifecycle) = (Rc::clone(&shard), Arc::clone(&lifecycle));
+        async move {
+            while !lifecycle.stop.load(Ordering::SeqCst) {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            shard.stopping.set(true);
+            shard.stop_event.notify(usize::MAX);
+        }
+    })
+    .detach();
+    loop {
+        let stop = shard.stop_event.listen();
+        if shard.stopping.get() {
+            break;
+        }
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            stop.await;
+            None
+        })
+        .await;
+        match accepted {
+            Some(Ok(stream)) => {
+                glommio::spawn_local(connection::serve(Rc::clone(&shard), stream)).detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!("accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            None => break,
+        }
+    }
+    drop(listener);
+    // Let requests in flight finish, then wait for every shard to get there before closing logs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shard.in_flight.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    lifecycle.connections_done.fetch_add(1, Ordering::SeqCst);
+    while lifecycle.connections_done.load(Ordering::SeqCst) < count && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    shard.close_partitions().await
+}

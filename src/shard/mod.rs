@@ -1,0 +1,368 @@
+//! Shards: one pinned glommio executor per core, each owning outright the partitions placed on
+//! it. Owns the per-shard state (metadata snapshot, partition logs), the cross-shard mesh and
+//! the routing of partition work to owners.
+//!
+//! Invariants: a partition's log is touched only by its owning shard; other shards reach it by
+//! a message on the mesh. Shard 0 alone changes topic metadata (see `admin`) and every shard
+//! installs the snapshots it broadcasts in version order.
+
+pub mod admin;
+pub mod ops;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use event_listener::Event;
+use futures::channel::oneshot;
+use glommio::channels::channel_mesh::{Receivers, Senders};
+
+use crate::config::BrokerConfig;
+use crate::metadata::MetadataSnapshot;
+use crate::protocol::error::{self, KafkaError};
+use crate::storage::{LogSettings, PartitionLog};
+pub use ops::{FetchData, OpKind, OpOutcome, OpResult, PartitionOp};
+
+/// A request from one shard to another.
+pub enum ShardRequest {
+    Partitions(Vec<PartitionOp>),
+    /// Resolves once any listed partition has data past the offset, or at the deadline.
+    WaitForData { parts: Vec<(String, i32, i64)>, wait: Duration },
+    Admin(admin::AdminRequest),
+    ApplyMetadata(MetadataSnapshot),
+}
+
+pub enum ShardResponse {
+    Partitions(Vec<OpOutcome>),
+    Admin(admin::AdminResponse),
+    Done,
+}
+
+pub struct ShardMessage {
+    pub request: ShardRequest,
+    pub reply: oneshot::Sender<ShardResponse>,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub count: usize,
+    pub config: Rc<BrokerConfig>,
+    pub advertised_port: Cell<u16>,
+    metadata: RefCell<Rc<MetadataSnapshot>>,
+    partitions: RefCell<HashMap<(String, i32), (Rc<PartitionLog>, [u8; 16])>>,
+    /// Notified whenever any partition of this shard has new data.
+    pub data_appended: Rc<Event>,
+    senders: Senders<ShardMessage>,
+    /// Shard 0 only: serialises metadata changes.
+    pub admin_lock: glommio::sync::Semaphore,
+    /// Set when the broker is stopping; connections stop reading new requests.
+    pub stopping: Cell<bool>,
+    pub stop_event: Event,
+    pub in_flight: Cell<usize>,
+}
+
+impl Shard {
+    pub fn new(id: usize, count: usize, config: Rc<BrokerConfig>, senders: Senders<ShardMessage>) -> Rc<Shard> {
+        Rc::new(Shard {
+            id,
+            count,
+            advertised_port: Cell::new(config.advertised_port.unwrap_or(config.listen_port)),
+            config,
+            metadata: RefCell::new(Rc::new(MetadataSnapshot::default())),
+            partitions: RefCell::new(HashMap::new()),
+            data_appended: Rc::new(Event::new()),
+            senders,
+            admin_lock: glommio::sync::Semaphore::new(1),
+            stopping: Cell::new(false),
+            stop_event: Event::new(),
+            in_flight: Cell::new(0),
+        })
+    }
+
+    /// The metadata version a handler works against for its whole run.
+    pub fn metadata(&self) -> Rc<MetadataSnapshot> {
+        Rc::clone(&self.metadata.borrow())
+    }
+
+    pub fn log_settings(&self) -> LogSettings {
+        LogSettings {
+            write_buffer_bytes: self.config.write_buffer_bytes,
+            hot_tail_bytes: self.config.hot_tail_bytes,
+            max_pending_bytes: self.config.partition_max_pending_bytes,
+        }
+    }
+
+    pub fn local_partition(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
+        self.partitions.borrow().get(&(topic.to_string(), partition)).map(|(l, _)| Rc::clone(l))
+    }
+
+    pub fn local_partitions(&self) -> Vec<Rc<PartitionLog>> {
+        self.partitions.borrow().values().map(|(l, _)| Rc::clone(l)).collect()
+    }
+
+    /// Sends a request to shard `to` and waits for its answer.
+    pub async fn call(&self, to: usize, request: ShardRequest) -> Option<ShardResponse> {
+        let (tx, rx) = oneshot::channel();
+        let msg = ShardMessage { request, reply: tx };
+        if self.senders.send_to(to, msg).await.is_err() {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    /// Runs each op on the shard that owns its partition; results come back in op order.
+    pub async fn run_partition_ops(self: &Rc<Self>, ops: Vec<PartitionOp>) -> Vec<OpOutcome> {
+        let meta = self.metadata();
+        let mut results: Vec<Option<OpOutcome>> = (0..ops.len()).map(|_| None).collect();
+        let mut per_shard: Vec<(Vec<usize>, Vec<PartitionOp>)> = (0..self.count).map(|_| (Vec::new(), Vec::new())).collect();
+        for (i, op) in ops.into_iter().enumerate() {
+            match meta.shard_of(&op.topic, op.partition) {
+                Some(s) => {
+                    per_shard[s].0.push(i);
+                    per_shard[s].1.push(op);
+                }
+                None => results[i] = Some(Err((unknown_partition(&op.topic, op.partition), None))),
+            }
+        }
+        let mut waits = Vec::new();
+        for (shard, (indexes, ops)) in per_shard.into_iter().enumerate() {
+            if ops.is_empty() {
+                continue;
+            }
+            let me = Rc::clone(self);
+            waits.push(async move {
+                let outcomes = if shard == me.id {
+                    me.execute_local(ops).await
+                } else {
+                    let n = ops.len();
+                    match me.call(shard, ShardRequest::Partitions(ops)).await {
+                        Some(ShardResponse::Partitions(r)) => r,
+                        _ => (0..n)
+                            .map(|_| Err((KafkaError::new(error::UNKNOWN_SERVER_ERROR, "shard did not answer"), None)))
+                            .collect(),
+                    }
+                };
+                (indexes, outcomes)
+            });
+        }
+        for (indexes, outcomes) in futures::future::join_all(waits).await {
+            for (i, o) in indexes.into_iter().zip(outcomes) {
+                results[i] = Some(o);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err((KafkaError::new(error::UNKNOWN_SERVER_ERROR, "no result"), None))))
+            .collect()
+    }
+
+    /// Runs ops on partitions this shard owns, concurrently.
+    pub async fn execute_local(&self, ops: Vec<PartitionOp>) -> Vec<OpOutcome> {
+        futures::future::join_all(ops.into_iter().map(|op| self.execute_op(op))).await
+    }
+
+    async fn execute_op(&self, op: PartitionOp) -> OpOutcome {
+        let Some(log) = self.local_partition(&op.topic, op.partition) else {
+            return Err((unknown_partition(&op.topic, op.partition), None));
+        };
+        let marks = |log: &PartitionLog| Some((log.high_watermark(), log.log_start_offset()));
+        match op.kind {
+            OpKind::Produce { batches, sync } => match log.append(batches, sync).await {
+                Ok(o) => Ok(OpResult::Produce {
+                    base_offset: o.base_offset,
+                    log_append_time: o.log_append_time,
+                    log_start_offset: o.log_start_offset,
+                }),
+                Err(e) => Err((e, marks(&log))),
+            },
+            OpKind::Fetch { offset, max_bytes } => match log.read(offset, max_bytes).await {
+                Ok(records) => Ok(OpResult::Fetch(FetchData {
+                    records,
+                    high_watermark: log.high_watermark(),
+                    log_start_offset: log.log_start_offset(),
+                })),
+                Err(e) => Err((e, marks(&log))),
+            },
+            OpKind::ListOffsets { timestamp } => {
+                let found = match timestamp {
+                    -1 => Ok(Some((log.high_watermark(), -1))),
+                    -2 | -4 => Ok(Some((log.log_start_offset(), -1))),
+                    -3 => log.max_timestamp_offset().await,
+                    t if t >= 0 => log.offset_for_timestamp(t).await,
+                    t => Err(KafkaError::new(error::INVALID_REQUEST, format!("unknown timestamp {t}"))),
+                };
+                match found {
+                    Ok(Some((offset, timestamp))) => Ok(OpResult::Offset { offset, timestamp }),
+                    Ok(None) => Ok(OpResult::Offset { offset: -1, timestamp: -1 }),
+                    Err(e) => Err((e, marks(&log))),
+                }
+            }
+            OpKind::DeleteRecords { offset } => match log.delete_records(offset).await {
+                Ok(low) => Ok(OpResult::LowWatermark(low)),
+                Err(e) => Err((e, marks(&log))),
+            },
+            OpKind::Info => Ok(OpResult::Info {
+                high_watermark: log.high_watermark(),
+                log_start_offset: log.log_start_offset(),
+            }),
+        }
+    }
+
+    /// True if any of these local partitions has data past the given offset.
+    fn has_data(&self, parts: &[(String, i32, i64)]) -> bool {
+        parts.iter().any(|(t, p, off)| {
+            self.local_partition(t, *p).is_some_and(|l| l.high_watermark() > *off || l.log_start_offset() > *off)
+        })
+    }
+
+    /// Waits on this shard until one of `parts` (all local) has data, or `wait` passes.
+    pub async fn wait_local(&self, parts: &[(String, i32, i64)], wait: Duration) {
+        let deadline = Instant::now() + wait;
+        loop {
+            let listener = self.data_appended.listen();
+            if self.has_data(parts) || self.stopping.get() {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            futures_lite::future::or(listener, glommio::timer::sleep(deadline - now)).await;
+        }
+    }
+
+    /// Serves requests from the other shards until their senders close.
+    pub fn spawn_mesh_receivers(self: &Rc<Self>, mut receivers: Receivers<ShardMessage>) {
+        for (_, rx) in receivers.streams() {
+            let me = Rc::clone(self);
+            glommio::spawn_local(async move {
+                while let Some(msg) = rx.recv().await {
+                    let me = Rc::clone(&me);
+                    glommio::spawn_local(async move {
+                        let response = me.serve(msg.request).await;
+                        let _ = msg.reply.send(response);
+                    })
+                    .detach();
+                }
+            })
+            .detach();
+        }
+    }
+
+    async fn serve(self: &Rc<Self>, request: ShardRequest) -> ShardResponse {
+        match request {
+            ShardRequest::Partitions(ops) => ShardResponse::Partitions(self.execute_local(ops).await),
+            ShardRequest::WaitForData { parts, wait } => {
+                self.wait_local(&parts, wait).await;
+                ShardResponse::Done
+            }
+            ShardRequest::Admin(req) => ShardResponse::Admin(admin::serve(self, req).await),
+            ShardRequest::ApplyMetadata(snapshot) => {
+                self.apply_metadata(snapshot, true).await;
+                ShardResponse::Done
+            }
+        }
+    }
+
+    /// Installs a metadata snapshot: opens or creates the partitions this shard now owns,
+    /// closes and deletes those of removed topics, and updates topic configs.
+    pub async fn apply_metadata(&self, snapshot: MetadataSnapshot, clean: bool) {
+        if snapshot.version < self.metadata.borrow().version {
+            return;
+        }
+        let snapshot = Rc::new(snapshot);
+        let log_dir = self.config.log_dir.clone();
+        // Partitions to drop: topic gone, or recreated under a new id.
+        let doomed: Vec<((String, i32), Rc<PartitionLog>)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|((t, p), (_, id))| {
+                snapshot.topics.get(t).is_none_or(|m| m.id != *id || *p >= m.partition_count())
+            })
+            .map(|(k, (l, _))| (k.clone(), Rc::clone(l)))
+            .collect();
+        for (key, log) in doomed {
+            self.partitions.borrow_mut().remove(&key);
+            if let Err(e) = log.close().await {
+                tracing::warn!("closing {}: {e}", log.dir.display());
+            }
+            let dir = log.dir.clone();
+            let removed = glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+            if let Err(e) = removed {
+                tracing::warn!("removing {}: {e}", log.dir.display());
+            }
+        }
+        for t in snapshot.topics.values() {
+            let config = t.configs.log_config(&self.config.log_defaults);
+            for (p, &owner) in t.shards.iter().enumerate() {
+                let p = p as i32;
+                if owner != self.id {
+                    continue;
+                }
+                if let Some(log) = self.local_partition(&t.name, p) {
+                    if log.config() != config {
+                        log.set_config(config.clone());
+                    }
+                    continue;
+                }
+                let dir = crate::storage::partition_dir(&log_dir, &t.name, p);
+                let exists = {
+                    let d = dir.clone();
+                    glommio::executor().spawn_blocking(move || d.is_dir()).await
+                };
+                let settings = self.log_settings();
+                let events = Rc::clone(&self.data_appended);
+                let opened = if exists {
+                    PartitionLog::open(&log_dir, &t.name, p, config.clone(), settings, events, clean).await
+                } else {
+                    PartitionLog::create(&log_dir, &t.name, p, config.clone(), settings, events).await
+                };
+                match opened {
+                    Ok(log) => {
+                        self.partitions.borrow_mut().insert((t.name.clone(), p), (log, t.id));
+                    }
+                    Err(e) => tracing::error!("cannot open partition {}: {e}", dir.display()),
+                }
+            }
+        }
+        *self.metadata.borrow_mut() = snapshot;
+    }
+
+    /// Closes every local partition (flush, indexes, trimmed tails). Returns false on failure.
+    pub async fn close_partitions(&self) -> bool {
+        let logs = self.local_partitions();
+        let mut ok = true;
+        for log in logs {
+            if let Err(e) = log.close().await {
+                tracing::error!("closing {}: {e}", log.dir.display());
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// Periodic retention on this shard's partitions.
+    pub async fn run_retention(self: Rc<Self>) {
+        let every = Duration::from_millis(self.config.retention_check_interval_ms);
+        while !self.stopping.get() {
+            let listener = self.stop_event.listen();
+            futures_lite::future::or(listener, glommio::timer::sleep(every)).await;
+            if self.stopping.get() {
+                break;
+            }
+            let now = crate::storage::now_ms();
+            for log in self.local_partitions() {
+                log.enforce_retention(now).await;
+            }
+        }
+    }
+}
+
+pub fn unknown_partition(topic: &str, partition: i32) -> KafkaError {
+    KafkaError::new(
+        error::UNKNOWN_TOPIC_OR_PARTITION,
+        format!("This server does not host this topic-partition: {topic}-{partition}"),
+    )
+}

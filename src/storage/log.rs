@@ -1,0 +1,805 @@
+//! The log of one partition, owned by exactly one shard.
+//!
+//! Owns the partition's segments, its log start offset, the append queue and the task that
+//! drains it, and the hot tail (the most recent write buffers, kept to serve fetches from
+//! memory). Appends are queued and written by one appender task per partition, so writes to a
+//! file never overlap in flight: each round copies every queued batch (up to the write buffer
+//! size) into one aligned DMA buffer that starts at the active segment's last 4 KiB boundary,
+//! writes it with O_DIRECT, then acknowledges acks=1 appends, then fdatasyncs once for all the
+//! acks=-1 appends of the round (group commit).
+//!
+//! Invariants: `next_offset` (the high watermark on a single broker) only moves after the bytes
+//! it covers were written; nothing at or past it is ever served. State is in `RefCell`s that are
+//! never borrowed across an await.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use event_listener::Event;
+use futures::channel::oneshot;
+use glommio::io::DmaBuffer;
+
+use super::segment::{file_name, Segment};
+use crate::config::LogConfig;
+use crate::protocol::error::{self, KafkaError};
+use crate::record::{self, BatchView, ValidatedBatches};
+
+const BLOCK: u64 = 4096;
+const LOG_START_FILE: &str = "log-start-offset";
+const RECOVERY_POINT_FILE: &str = "recovery-point";
+pub const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
+/// shardlog runs a single broker for now: every partition is at leader epoch 0.
+pub const LEADER_EPOCH: i32 = 0;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Sizes that bound memory and I/O, from the broker config.
+#[derive(Clone, Copy, Debug)]
+pub struct LogSettings {
+    pub write_buffer_bytes: usize,
+    pub hot_tail_bytes: usize,
+    pub max_pending_bytes: usize,
+}
+
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+struct PendingAppend {
+    batches: ValidatedBatches,
+    bytes: usize,
+    sync: bool,
+    reply: oneshot::Sender<Result<AppendOutcome, KafkaError>>,
+}
+
+/// A written DMA buffer kept for reads: batches [base_offset, next_offset) at buf[start..end].
+struct HotChunk {
+    base_offset: i64,
+    next_offset: i64,
+    buf: Rc<DmaBuffer>,
+    start: usize,
+    end: usize,
+}
+
+struct LogState {
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    next_offset: i64,
+    /// The active segment's bytes from its last 4 KiB boundary to its end.
+    tail_block: Vec<u8>,
+    hot: VecDeque<HotChunk>,
+    hot_bytes: usize,
+}
+
+impl LogState {
+    fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+}
+
+pub struct PartitionLog {
+    pub topic: String,
+    pub partition: i32,
+    pub dir: PathBuf,
+    config: RefCell<LogConfig>,
+    settings: LogSettings,
+    state: RefCell<LogState>,
+    pending: RefCell<VecDeque<PendingAppend>>,
+    pending_bytes: Cell<usize>,
+    appender_wake: Event,
+    pending_drained: Event,
+    /// Notified (on the owning shard) whenever any partition's high watermark moves.
+    data_appended: Rc<Event>,
+    closing: Cell<bool>,
+    appender_done: Event,
+    appender_running: Cell<bool>,
+}
+
+pub fn partition_dir(log_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    log_dir.join(format!("{topic}-{partition}"))
+}
+
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(f).await
+}
+
+async fn write_small_file(path: PathBuf, contents: String) -> std::io::Result<()> {
+    blocking(move || crate::metadata::write_atomically(&path, contents.as_bytes())).await
+}
+
+async fn read_small_number(path: PathBuf) -> Option<i64> {
+    blocking(move || std::fs::read_to_string(path).ok()?.trim().parse().ok()).await
+}
+
+impl PartitionLog {
+    /// Creates the directory and first segment of a new partition.
+    pub async fn create(
+        log_dir: &Path,
+        topic: &str,
+        partition: i32,
+        config: LogConfig,
+        settings: LogSettings,
+        data_appended: Rc<Event>,
+    ) -> std::io::Result<Rc<PartitionLog>> {
+        let dir = partition_dir(log_dir, topic, partition);
+        let d = dir.clone();
+        blocking(move || std::fs::create_dir_all(&d)).await?;
+        write_small_file(dir.join(LEADER_EPOCH_FILE), format!("0\n1\n{LEADER_EPOCH} 0\n")).await?;
+        Self::open(log_dir, topic, partition, config, settings, data_appended, true).await
+    }
+
+    /// Opens an existing partition. Unless the broker shut down cleanly, every segment from the
+    /// recovery point on is scanned: CRCs checked, a torn or damaged tail truncated (with a
+    /// warning naming the file and position), indexes rebuilt.
+    pub async fn open(
+        log_dir: &Path,
+        topic: &str,
+        partition: i32,
+        config: LogConfig,
+        settings: LogSettings,
+        data_appended: Rc<Event>,
+        clean: bool,
+    ) -> std::io::Result<Rc<PartitionLog>> {
+        let dir = partition_dir(log_dir, topic, partition);
+        let d = dir.clone();
+        let mut bases: Vec<i64> = blocking(move || -> std::io::Result<Vec<i64>> {
+            let mut out = Vec::new();
+            for e in std::fs::read_dir(&d)? {
+                let name = e?.file_name();
+                let name = name.to_string_lossy();
+                if let Some(stem) = name.strip_suffix(".log") {
+                    if stem.len() == 20 {
+                        if let Ok(base) = stem.parse::<i64>() {
+                            out.push(base);
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+        bases.sort_unstable();
+        let now = now_ms();
+        if bases.is_empty() {
+            bases.push(0);
+            Segment::create(&dir, 0, now).await?;
+        }
+        let recovery_point = if clean {
+            i64::MAX
+        } else {
+            read_small_number(dir.join(RECOVERY_POINT_FILE)).await.unwrap_or(0)
+        };
+        let mut segments = BTreeMap::new();
+        let last = *bases.last().unwrap_or(&0);
+        for (i, &base) in bases.iter().enumerate() {
+            let mut seg = Segment::open(&dir, base, now).await?;
+            let file_size = seg.file.file_size().await.map_err(std::io::Error::from)?;
+            let is_last = base == last;
+            let next_base = bases.get(i + 1).copied();
+            let must_scan = base >= recovery_point || next_base.is_some_and(|n| n > recovery_point);
+            let mut loaded = false;
+            if !must_scan {
+                seg.size = file_size;
+                loaded = seg.load_indexes().await;
+                if loaded {
+                    seg.max_timestamp = seg.time_index.entries.last().map(|e| e.0).unwrap_or(-1);
+                    seg.next_offset = next_base.unwrap_or(base);
+                }
+            }
+            if must_scan || !loaded || is_last {
+                // A full scan, or for a trusted last segment a scan from its last index entry.
+                let from = if loaded { seg.index.last_position() as u64 } else { 0 };
+                if !loaded {
+                    seg.index = Default::default();
+                    seg.time_index = Default::default();
+                    seg.next_offset = base;
+                } else if let Some(&(rel, _)) = seg.index.entries.last() {
+                    seg.next_offset = base + rel as i64;
+                }
+                let valid = seg.scan(from, config.index_interval_bytes).await?;
+                if valid < file_size {
+                    let padding_only = blocking({
+                        let p = seg.path("log");
+                        move || tail_is_zero(&p, valid)
+                    })
+                    .await;
+                    if !padding_only {
+                        tracing::warn!(
+                            "{}: damaged or torn data at byte {valid} (offset {}), truncating {} bytes",
+                            seg.path("log").display(),
+                            seg.next_offset,
+                            file_size - valid
+                        );
+                    }
+                    seg.file.truncate(valid).await.map_err(std::io::Error::from)?;
+                    if !is_last && !padding_only {
+                        // Everything after damage is unreachable: drop later segments.
+                        segments.insert(base, seg);
+                        for &later in &bases[i + 1..] {
+                            tracing::warn!(
+                                "{}: removing segment after damaged data",
+                                dir.join(file_name(later, "log")).display()
+                            );
+                            remove_segment_files(&dir, later).await;
+                        }
+                        break;
+                    }
+                }
+            }
+            segments.insert(base, seg);
+        }
+        let (first_base, next_offset) = {
+            let first = segments.values().next().map(|s| s.base_offset).unwrap_or(0);
+            let last = segments.values().next_back().map(|s| s.next_offset).unwrap_or(0);
+            (first, last)
+        };
+        let stored_start = read_small_number(dir.join(LOG_START_FILE)).await.unwrap_or(0);
+        let log_start_offset = stored_start.max(first_base).min(next_offset);
+        let mut state = LogState {
+            segments,
+            log_start_offset,
+            next_offset,
+            tail_block: Vec::new(),
+            hot: VecDeque::new(),
+            hot_bytes: 0,
+        };
+        let active = state.active();
+        let aligned = active.size / BLOCK * BLOCK;
+        if active.size > aligned {
+            let bytes = active.read(aligned, (active.size - aligned) as usize).await?;
+            state.tail_block = bytes.to_vec();
+        }
+        // Appends will be at a new position: mark this segment as needing recovery from now.
+        write_small_file(dir.join(RECOVERY_POINT_FILE), state.active().base_offset.to_string()).await?;
+        let log = Rc::new(PartitionLog {
+            topic: topic.to_string(),
+            partition,
+            dir,
+            config: RefCell::new(config),
+            settings,
+            state: RefCell::new(state),
+            pending: RefCell::new(VecDeque::new()),
+            pending_bytes: Cell::new(0),
+            appender_wake: Event::new(),
+            pending_drained: Event::new(),
+            data_appended,
+            closing: Cell::new(false),
+            appender_done: Event::new(),
+            appender_running: Cell::new(true),
+        });
+        glommio::spawn_local(Rc::clone(&log).run_appender()).detach();
+        Ok(log)
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.borrow_mut() = config;
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.config.borrow().clone()
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.state.borrow().next_offset
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.state.borrow().log_start_offset
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().segments.values().map(|s| s.size).sum()
+    }
+
+    /// Queues validated batches and waits for them to be written (and synced if `sync`).
+    /// Producers faster than the disk wait here once the queue holds too many bytes.
+    pub async fn append(&self, batches: ValidatedBatches, sync: bool) -> Result<AppendOutcome, KafkaError> {
+        let bytes = batches.records.len();
+        loop {
+            if self.closing.get() {
+                return Err(KafkaError::new(error::UNKNOWN_TOPIC_OR_PARTITION, "partition is closing"));
+            }
+            if self.pending_bytes.get() == 0 || self.pending_bytes.get() + bytes <= self.settings.max_pending_bytes {
+                break;
+            }
+            let listener = self.pending_drained.listen();
+            if self.pending_bytes.get() + bytes <= self.settings.max_pending_bytes {
+                continue;
+            }
+            listener.await;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().push_back(PendingAppend { batches, bytes, sync, reply: tx });
+        self.pending_bytes.set(self.pending_bytes.get() + bytes);
+        self.appender_wake.notify(1);
+        rx.await
+            .unwrap_or_else(|_| Err(KafkaError::new(error::UNKNOWN_TOPIC_OR_PARTITION, "partition was closed")))
+    }
+
+    async fn run_appender(self: Rc<Self>) {
+        loop {
+            if self.pending.borrow().is_empty() {
+                if self.closing.get() {
+                    break;
+                }
+                let listener = self.appender_wake.listen();
+                if self.pending.borrow().is_empty() && !self.closing.get() {
+                    listener.await;
+                }
+                continue;
+            }
+            let round = self.take_round();
+            self.write_round(round).await;
+        }
+        self.appender_running.set(false);
+        self.appender_done.notify(usize::MAX);
+    }
+
+    /// Takes queued appends: at least one, then more while they fit in a write buffer.
+    fn take_round(&self) -> Vec<PendingAppend> {
+        let mut pending = self.pending.borrow_mut();
+        let mut round = Vec::new();
+        let mut total = 0;
+        while let Some(p) = pending.front() {
+            if !round.is_empty() && total + p.bytes > self.settings.write_buffer_bytes {
+                break;
+            }
+            total += p.bytes;
+            round.extend(pending.pop_front());
+        }
+        self.pending_bytes.set(self.pending_bytes.get() - total);
+        self.pending_drained.notify(usize::MAX);
+        round
+    }
+
+    async fn write_round(&self, round: Vec<PendingAppend>) {
+        let config = self.config();
+        let total: usize = round.iter().map(|p| p.bytes).sum();
+        let now = now_ms();
+        let needs_roll = {
+            let st = self.state.borrow();
+            let a = st.active();
+            a.size > 0 && (a.size + total as u64 > config.segment_bytes || now - a.created_ms >= config.segment_ms)
+        };
+        if needs_roll {
+            if let Err(e) = self.roll(now).await {
+                tracing::error!("{}: cannot roll segment: {e}", self.dir.display());
+                for p in round {
+                    let _ = p.reply.send(Err(KafkaError::storage(&e)));
+                }
+                return;
+            }
+        }
+        // Lay out the round: [partial tail block][batches...][zero padding to 4 KiB].
+        let (file, write_pos, buf, outcomes) = {
+            let st = self.state.borrow();
+            let active = st.active();
+            let write_pos = active.size / BLOCK * BLOCK;
+            let lead = st.tail_block.len();
+            let len = ((lead + total) as u64).div_ceil(BLOCK) * BLOCK;
+            let mut buf = active.file.alloc_dma_buffer(len as usize);
+            let out = buf.as_bytes_mut();
+            out[..lead].copy_from_slice(&st.tail_block);
+            let mut at = lead;
+            let mut next = st.next_offset;
+            let append_time = if config.log_append_time { Some(now) } else { None };
+            let mut outcomes = Vec::with_capacity(round.len());
+            for p in &round {
+                let base = next;
+                for &(s, e) in &p.batches.batches {
+                    let dst = &mut out[at..at + (e - s)];
+                    dst.copy_from_slice(&p.batches.records[s..e]);
+                    let count = BatchView { bytes: dst }.last_offset_delta() as i64 + 1;
+                    record::assign_offsets(dst, next, LEADER_EPOCH, append_time);
+                    next += count;
+                    at += e - s;
+                }
+                outcomes.push(AppendOutcome {
+                    base_offset: base,
+                    log_append_time: if config.log_append_time { now } else { -1 },
+                    log_start_offset: st.log_start_offset,
+                });
+            }
+            out[at..].fill(0);
+            (Rc::clone(&active.file), write_pos, Rc::new(buf), outcomes)
+        };
+        let written = file.write_rc_at(Rc::clone(&buf), write_pos).await;
+        let ok = matches!(written, Ok(n) if n == buf.len());
+        if !ok {
+            let msg = match written {
+                Ok(n) => format!("short write of {n} of {} bytes", buf.len()),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!("{}: write failed: {msg}", self.dir.display());
+            for p in round {
+                let _ = p.reply.send(Err(KafkaError::storage(&msg)));
+            }
+            return;
+        }
+        self.publish_round(&buf, total, &config);
+        let mut synced = Vec::new();
+        for (p, outcome) in round.into_iter().zip(outcomes) {
+            if p.sync {
+                synced.push((p.reply, outcome));
+            } else {
+                let _ = p.reply.send(Ok(outcome));
+            }
+        }
+        if !synced.is_empty() {
+            let result = file.fdatasync().await;
+            for (reply, outcome) in synced {
+                let _ = reply.send(match &result {
+                    Ok(()) => Ok(outcome),
+                    Err(e) => Err(KafkaError::storage(e)),
+                });
+            }
+        }
+    }
+
+    /// After a successful write: index the batches, advance the high watermark, keep the
+    /// buffer as hot tail, and wake waiting fetches.
+    fn publish_round(&self, buf: &Rc<DmaBuffer>, total: usize, config: &LogConfig) {
+        let mut st = self.state.borrow_mut();
+        let lead = st.tail_block.len();
+        let bytes = buf.as_bytes();
+        let first_offset = st.next_offset;
+        let active = st.active_mut();
+        let mut pos = active.size;
+        let mut at = lead;
+        while at < lead + total {
+            let len = record::framed_len(&bytes[at..]).unwrap_or(lead + total - at);
+            let view = BatchView { bytes: &bytes[at..at + len] };
+            active.track_batch(pos, &view, config.index_interval_bytes);
+            pos += len as u64;
+            at += len;
+        }
+        let new_size = active.size;
+        let next_offset = active.next_offset;
+        // The buffer was written at the old 4 KiB boundary; the new tail starts at the new one.
+        let aligned = new_size / BLOCK * BLOCK;
+        let old_aligned = new_size - (lead + total) as u64;
+        st.tail_block = bytes[(aligned - old_aligned) as usize..lead + total].to_vec();
+        st.next_offset = next_offset;
+        if self.settings.hot_tail_bytes > 0 {
+            st.hot.push_back(HotChunk {
+                base_offset: first_offset,
+                next_offset,
+                buf: Rc::clone(buf),
+                start: lead,
+                end: lead + total,
+            });
+            st.hot_bytes += buf.len();
+            while st.hot_bytes > self.settings.hot_tail_bytes && st.hot.len() > 1 {
+                if let Some(c) = st.hot.pop_front() {
+                    st.hot_bytes -= c.buf.len();
+                }
+            }
+        }
+        drop(st);
+        self.data_appended.notify(usize::MAX);
+    }
+
+    /// Closes the active segment (synced, indexes written) and starts a new one.
+    async fn roll(&self, now: i64) -> std::io::Result<()> {
+        let (file, next) = {
+            let st = self.state.borrow();
+            (Rc::clone(&st.active().file), st.next_offset)
+        };
+        file.fdatasync().await.map_err(std::io::Error::from)?;
+        let segment = Segment::create(&self.dir, next, now).await?;
+        let dir = self.dir.clone();
+        blocking(move || std::fs::File::open(dir)?.sync_all()).await?;
+        let index_files = {
+            let mut st = self.state.borrow_mut();
+            let files = st.active_mut().index_files();
+            st.segments.insert(next, segment);
+            st.tail_block.clear();
+            files
+        };
+        index_files.write().await?;
+        write_small_file(self.dir.join(RECOVERY_POINT_FILE), next.to_string()).await
+    }
+
+    /// Whole batches from `offset` on, at most `max_bytes` (but always one whole batch).
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, KafkaError> {
+        let (segment_file, mut pos, mut seg_base, seg_size) = {
+            let st = self.state.borrow();
+            if offset < st.log_start_offset || offset > st.next_offset {
+                return Err(KafkaError::new(
+                    error::OFFSET_OUT_OF_RANGE,
+                    format!("offset {offset} is outside [{}, {}]", st.log_start_offset, st.next_offset),
+                ));
+            }
+            if offset == st.next_offset {
+                return Ok(Bytes::new());
+            }
+            if st.hot.front().is_some_and(|c| c.base_offset <= offset) {
+                return Ok(read_hot(&st.hot, offset, max_bytes));
+            }
+            let Some((_, seg)) = st.segments.range(..=offset).next_back() else {
+                return Ok(Bytes::new());
+            };
+            let rel = (offset - seg.base_offset) as u32;
+            (Rc::clone(&seg.file), seg.index.floor_position(rel) as u64, seg.base_offset, seg.size)
+        };
+        let mut file = segment_file;
+        let mut size = seg_size;
+        let mut out = BytesMut::new();
+        let window = max_bytes.clamp(64 << 10, 8 << 20) + (16 << 10);
+        loop {
+            if pos >= size {
+                // End of this segment: continue in the next one, if any.
+                let st = self.state.borrow();
+                match st.segments.range(seg_base + 1..).next() {
+                    Some((_, next)) if out.is_empty() && next.base_offset < st.next_offset => {
+                        file = Rc::clone(&next.file);
+                        seg_base = next.base_offset;
+                        size = next.size;
+                        pos = 0;
+                        continue;
+                    }
+                    _ => break,
+                }
+            }
+            let want = window.min((size - pos) as usize);
+            let r = file.read_at(pos, want).await.map_err(KafkaError::storage)?;
+            let chunk: &[u8] = &r;
+            let mut at = 0;
+            let mut progressed = false;
+            while let Some(len) = record::framed_len(&chunk[at..]) {
+                if at + len > chunk.len() {
+                    if out.is_empty() && !progressed && at == 0 {
+                        // One batch larger than the window: read exactly it.
+                        let whole = file.read_at(pos, len).await.map_err(KafkaError::storage)?;
+                        out.extend_from_slice(&whole);
+                        return Ok(out.freeze());
+                    }
+                    break;
+                }
+                let view = BatchView { bytes: &chunk[at..at + len] };
+                if view.next_offset() > offset {
+                    if !out.is_empty() && out.len() + len > max_bytes {
+                        return Ok(out.freeze());
+                    }
+                    out.extend_from_slice(view.bytes);
+                }
+                at += len;
+                progressed = true;
+            }
+            if at == 0 {
+                break; // nothing readable here (should not happen below the high watermark)
+            }
+            pos += at as u64;
+            if out.len() >= max_bytes {
+                break;
+            }
+        }
+        Ok(out.freeze())
+    }
+
+    /// Kafka's ListOffsets by timestamp: the first record with timestamp >= `ts`.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, KafkaError> {
+        let (file, mut pos, size, log_start) = {
+            let st = self.state.borrow();
+            let Some(seg) = st.segments.values().find(|s| s.max_timestamp >= ts && s.next_offset > st.log_start_offset)
+            else {
+                return Ok(None);
+            };
+            let rel = seg.time_index.scan_start(ts);
+            (Rc::clone(&seg.file), seg.index.floor_position(rel) as u64, seg.size, st.log_start_offset)
+        };
+        while pos < size {
+            let want = ((size - pos) as usize).min(1 << 20);
+            let r = file.read_at(pos, want).await.map_err(KafkaError::storage)?;
+            let mut at = 0;
+            while let Some(len) = record::framed_len(&r[at..]) {
+                if at + len > r.len() {
+                    if at == 0 {
+                        let whole = file.read_at(pos, len).await.map_err(KafkaError::storage)?;
+                        if let Some(found) = first_at_or_after(&whole, ts, log_start) {
+                            return Ok(Some(found));
+                        }
+                        at = len;
+                    }
+                    break;
+                }
+                if let Some(found) = first_at_or_after(&r[at..at + len], ts, log_start) {
+                    return Ok(Some(found));
+                }
+                at += len;
+            }
+            if at == 0 {
+                break;
+            }
+            pos += at as u64;
+        }
+        Ok(None)
+    }
+
+    /// The record with the largest timestamp (ListOffsets MAX_TIMESTAMP).
+    pub async fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, KafkaError> {
+        let (ts, batch) = {
+            let st = self.state.borrow();
+            match st.segments.values().filter(|s| s.next_offset > st.log_start_offset).max_by_key(|s| s.max_timestamp) {
+                Some(s) if s.max_timestamp >= 0 => (s.max_timestamp, s.max_timestamp_batch),
+                _ => return Ok(None),
+            }
+        };
+        let bytes = self.read(batch.max(self.log_start_offset()), 1).await?;
+        let Some(len) = record::framed_len(&bytes) else { return Ok(Some((batch, ts))) };
+        let records = record::record_timestamps(&bytes[..len.min(bytes.len())]);
+        Ok(records.into_iter().filter(|&(_, t)| t == ts).map(|(o, t)| (o, t)).next().or(Some((batch, ts))))
+    }
+
+    /// Moves the log start offset forward (DeleteRecords); -1 means the high watermark.
+    pub async fn delete_records(&self, offset: i64) -> Result<i64, KafkaError> {
+        let hw = self.high_watermark();
+        let target = if offset == -1 { hw } else { offset };
+        if target < 0 || target > hw {
+            return Err(KafkaError::new(error::OFFSET_OUT_OF_RANGE, format!("offset {offset} is past the high watermark {hw}")));
+        }
+        if target > self.log_start_offset() {
+            self.state.borrow_mut().log_start_offset = target;
+            write_small_file(self.dir.join(LOG_START_FILE), target.to_string())
+                .await
+                .map_err(KafkaError::storage)?;
+            self.delete_segments_below_start().await;
+        }
+        Ok(self.log_start_offset())
+    }
+
+    async fn delete_segments_below_start(&self) {
+        let doomed: Vec<Segment> = {
+            let mut st = self.state.borrow_mut();
+            let start = st.log_start_offset;
+            let active_base = st.active().base_offset;
+            let bases: Vec<i64> = st
+                .segments
+                .values()
+                .filter(|s| s.base_offset != active_base && s.next_offset <= start)
+                .map(|s| s.base_offset)
+                .collect();
+            bases.iter().filter_map(|b| st.segments.remove(b)).collect()
+        };
+        for seg in doomed {
+            remove_segment_files(&self.dir, seg.base_offset).await;
+        }
+    }
+
+    /// Deletes whole closed segments past `retention.ms` or beyond `retention.bytes`.
+    pub async fn enforce_retention(&self, now: i64) {
+        let config = self.config();
+        if !config.delete {
+            return;
+        }
+        let new_start = {
+            let st = self.state.borrow();
+            let mut total: i64 = st.segments.values().map(|s| s.size as i64).sum();
+            let active_base = st.active().base_offset;
+            let mut new_start = None;
+            for s in st.segments.values() {
+                if s.base_offset == active_base {
+                    break;
+                }
+                let expired = config.retention_ms >= 0 && s.max_timestamp >= 0 && now - s.max_timestamp > config.retention_ms;
+                let oversize = config.retention_bytes >= 0 && total - s.size as i64 >= config.retention_bytes;
+                if !(expired || oversize) {
+                    break;
+                }
+                total -= s.size as i64;
+                new_start = Some(s.next_offset);
+            }
+            new_start
+        };
+        if let Some(start) = new_start {
+            if start > self.log_start_offset() {
+                tracing::info!("{}: retention moves the log start offset to {start}", self.dir.display());
+                self.state.borrow_mut().log_start_offset = start;
+                if let Err(e) = write_small_file(self.dir.join(LOG_START_FILE), start.to_string()).await {
+                    tracing::error!("{}: cannot record log start offset: {e}", self.dir.display());
+                }
+                self.delete_segments_below_start().await;
+            }
+        }
+    }
+
+    /// Stops the appender after the queue drains, syncs, writes the indexes and trims the
+    /// active segment's padding so that a clean restart needs no scan.
+    pub async fn close(&self) -> std::io::Result<()> {
+        self.closing.set(true);
+        self.appender_wake.notify(usize::MAX);
+        while self.appender_running.get() {
+            let l = self.appender_done.listen();
+            if !self.appender_running.get() {
+                break;
+            }
+            l.await;
+        }
+        let (file, size, index_files) = {
+            let mut st = self.state.borrow_mut();
+            let active = st.active_mut();
+            (Rc::clone(&active.file), active.size, active.index_files())
+        };
+        file.truncate(size).await.map_err(std::io::Error::from)?;
+        file.fdatasync().await.map_err(std::io::Error::from)?;
+        index_files.write().await?;
+        Ok(())
+    }
+}
+
+fn first_at_or_after(batch: &[u8], ts: i64, log_start: i64) -> Option<(i64, i64)> {
+    let view = BatchView { bytes: batch };
+    if view.max_timestamp() < ts || view.next_offset() <= log_start {
+        return None;
+    }
+    record::record_timestamps(batch)
+        .into_iter()
+        .find(|&(o, t)| t >= ts && o >= log_start)
+}
+
+fn read_hot(hot: &VecDeque<HotChunk>, offset: i64, max_bytes: usize) -> Bytes {
+    let i = hot.partition_point(|c| c.next_offset <= offset);
+    let mut out = BytesMut::new();
+    for c in hot.iter().skip(i) {
+        let bytes = &c.buf.as_bytes()[c.start..c.end];
+        let mut at = 0;
+        while let Some(len) = record::framed_len(&bytes[at..]) {
+            if at + len > bytes.len() {
+                break;
+            }
+            let view = BatchView { bytes: &bytes[at..at + len] };
+            if view.next_offset() > offset {
+                if !out.is_empty() && out.len() + len > max_bytes {
+                    return out.freeze();
+                }
+                out.extend_from_slice(view.bytes);
+            }
+            at += len;
+        }
+    }
+    out.freeze()
+}
+
+/// True if the file holds only zero bytes from `from` on (O_DIRECT padding, not damage).
+fn tail_is_zero(path: &Path, from: u64) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    if f.seek(SeekFrom::Start(from)).is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => {
+                if buf[..n].iter().any(|&b| b != 0) {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+async fn remove_segment_files(dir: &Path, base: i64) {
+    let paths: Vec<PathBuf> = ["log", "index", "timeindex"].iter().map(|e| dir.join(file_name(base, e))).collect();
+    blocking(move || {
+        for p in paths {
+            let _ = std::fs::remove_file(p);
+        }
+    })
+    .await;
+}
