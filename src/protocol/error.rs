@@ -40,6 +40,7 @@ impl KafkaError {
         KafkaError { code, message: message.into() }
     }
     pub fn storage(e: impl std::fmt::Display) -> Self {
+        tracing::warn!("storage error: {e}");
         KafkaError::new(KAFKA_STORAGE_ERROR, e.to_string())
     }
 }

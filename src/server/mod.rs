@@ -144,6 +144,10 @@ async fn shard_main(
     if shard.config.advertised_port.is_none() {
         shard.advertised_port.set(port);
     }
+    if let Err(e) = crate::storage::probe_direct_io(&shard.config.log_dir, id).await {
+        let _ = ready.send(Err(format!("direct I/O on {}: {e}", shard.config.log_dir.display())));
+        return false;
+    }
     shard.spawn_mesh_receivers(receivers);
     shard.apply_metadata(snapshot, clean).await;
     let listener = match glommio::net::TcpListener::bind((host.as_str(), port)) {

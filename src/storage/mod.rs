@@ -12,3 +12,21 @@ pub mod segment;
 pub use log::{now_ms, partition_dir, AppendOutcome, LogSettings, PartitionLog};
 
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+
+/// Makes glommio's first direct-I/O open in this process hit a file with data in it.
+///
+/// glommio decides once per block device whether to use io_uring's polled ring, by reading the
+/// first block of the first DMA file opened on it. An empty file answers that read with EOF
+/// without reaching the device, so a fresh log directory (whose first file is an empty segment)
+/// would be judged "pollable" even on devices that are not, and every later read would fail
+/// with EOPNOTSUPP. Opening a one-block probe file first gets the real answer.
+pub async fn probe_direct_io(log_dir: &std::path::Path, shard: usize) -> std::io::Result<()> {
+    let path = log_dir.join(format!(".direct-io-probe-{shard}"));
+    let p = path.clone();
+    glommio::executor()
+        .spawn_blocking(move || std::fs::write(&p, vec![0u8; 4096]))
+        .await?;
+    let file = glommio::io::DmaFile::open(&path).await.map_err(std::io::Error::from)?;
+    file.close().await.map_err(std::io::Error::from)?;
+    glommio::executor().spawn_blocking(move || std::fs::remove_file(path)).await
+}
