@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 static ALLOC: shardlog::alloc::GuardedAlloc = shardlog::alloc::GuardedAlloc;
 
 #[derive(Parser)]
-#[command(name = "shardlog", version, about = "A Kafka-compatible broker, thread-per-core on io_uring")]
+#[command(
+    name = "shardlog",
+    version,
+    about = "A Kafka-compatible broker, thread-per-core on io_uring"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,6 +42,7 @@ fn main() {
     let (writer, _guard) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHARDLOG_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -291,14 +291,14 @@ fn clean_restart_keeps_all_data() {
     cfg.set("acks", "-1")
         .set("max.in.flight.requests.per.connection", "1");
     let value_of = |i: usize| format!("clean-{i}");
-    produce_keyed(&cfg, topic, N, Some(PARTITIONS), &value_of);
+    produce_keyed(&cfg, topic, N, Some(PARTITIONS), value_of);
 
     broker.interrupt(); // SIGINT must also be a clean shutdown
     broker = Broker::start_in(root.path(), &[], 1);
     let bootstrap = broker.bootstrap();
     wait_for_topic(&bootstrap, topic, PARTITIONS, Duration::from_secs(30));
     let records = consume_all(&bootstrap, topic, PARTITIONS, N, Duration::from_secs(60));
-    let counts = check_sequenced(&records, N, PARTITIONS, "after clean restart", &value_of);
+    let counts = check_sequenced(&records, N, PARTITIONS, "after clean restart", value_of);
     for (p, &c) in counts.iter().enumerate() {
         assert_eq!(
             c,

@@ -267,7 +267,7 @@ fn retention_by_size_deletes_old_segments() {
         .set("batch.size", "16384")
         .set("max.in.flight.requests.per.connection", "1");
     let value_of = |i: usize| format!("{i:010}-{}", "r".repeat(VALUE_LEN - 11));
-    produce_keyed(&pcfg, topic, N, Some(1), &value_of);
+    produce_keyed(&pcfg, topic, N, Some(1), value_of);
     let (_, high) = watermarks(&bootstrap, topic, 0);
     assert_eq!(high, N as i64, "high watermark after producing");
 
@@ -379,7 +379,7 @@ fn delete_records_moves_low_watermark() {
     pcfg.set("acks", "-1")
         .set("max.in.flight.requests.per.connection", "1");
     let value_of = |i: usize| format!("dr-{i}");
-    produce_keyed(&pcfg, topic, N, Some(1), &value_of);
+    produce_keyed(&pcfg, topic, N, Some(1), value_of);
     assert_eq!(watermarks(&bootstrap, topic, 0), (0, N as i64));
 
     // Delete everything before offset 40.

@@ -31,7 +31,9 @@ fn frame<R: Request>(req: &R, version: i16, correlation_id: i32) -> Vec<u8> {
     header.client_id = Some(StrBytes::from_static_str("fuzz"));
     let mut buf = BytesMut::new();
     buf.put_i32(0);
-    header.encode(&mut buf, key.request_header_version(version)).expect("header");
+    header
+        .encode(&mut buf, key.request_header_version(version))
+        .expect("header");
     req.encode(&mut buf, version).expect("body");
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
@@ -45,8 +47,11 @@ fn topic_name(s: &str) -> TopicName {
 /// Valid requests of every supported API, at assorted versions, as seeds for mutation.
 fn seeds(topic: &str) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    let batch = encode_batch(&[(Some(Bytes::from("k")), Bytes::from("value"))], kafka_protocol::records::Compression::None)
-        .expect("batch");
+    let batch = encode_batch(
+        &[(Some(Bytes::from("k")), Bytes::from("value"))],
+        kafka_protocol::records::Compression::None,
+    )
+    .expect("batch");
     for v in [3, 7, 9] {
         let mut p = produce_request::PartitionProduceData::default();
         p.records = Some(batch.clone());
@@ -143,7 +148,11 @@ fn attack(rng: &mut StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
         }
         // Oversized or negative length.
         2 => {
-            let n: i32 = if rng.gen() { (MAX_FRAME as i32) + rng.gen_range(1..1_000_000) } else { -rng.gen_range(1..i32::MAX) };
+            let n: i32 = if rng.gen() {
+                (MAX_FRAME as i32) + rng.gen_range(1..1_000_000)
+            } else {
+                -rng.gen_range(1..i32::MAX)
+            };
             let mut v = n.to_be_bytes().to_vec();
             v.extend_from_slice(&[0u8; 16]);
             v
@@ -174,7 +183,9 @@ fn attack(rng: &mut StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
             let mut v = seed.clone();
             if v.len() > 16 {
                 let i = rng.gen_range(12..v.len() - 4);
-                let n: i32 = *[i32::MAX, 0x7fff_0000, -2, 1 << 30].get(rng.gen_range(0..4)).unwrap_or(&i32::MAX);
+                let n: i32 = *[i32::MAX, 0x7fff_0000, -2, 1 << 30]
+                    .get(rng.gen_range(0..4))
+                    .unwrap_or(&i32::MAX);
                 v[i..i + 4].copy_from_slice(&n.to_be_bytes());
             }
             v
@@ -193,9 +204,13 @@ fn attack(rng: &mut StdRng, seeds: &[Vec<u8>]) -> Vec<u8> {
 
 /// Sends the attack and waits briefly for an answer or a close; never for long.
 fn deliver(addr: &str, bytes: &[u8]) {
-    let Ok(mut s) = TcpStream::connect(addr) else { panic!("broker at {addr} refused a connection") };
-    s.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
-    s.set_write_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        panic!("broker at {addr} refused a connection")
+    };
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    s.set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let _ = s.write_all(bytes);
     let mut buf = [0u8; 4096];
     let _ = s.read(&mut buf);
@@ -205,7 +220,13 @@ fn healthy_round_trip(addr: &str, topic: &str, round: usize) -> i64 {
     let mut client = Client::connect(addr).expect("well-behaved client connects");
     let value = Bytes::from(format!("healthy-{round}"));
     let mut p = produce_request::PartitionProduceData::default();
-    p.records = Some(encode_batch(&[(None, value.clone())], kafka_protocol::records::Compression::None).expect("batch"));
+    p.records = Some(
+        encode_batch(
+            &[(None, value.clone())],
+            kafka_protocol::records::Compression::None,
+        )
+        .expect("batch"),
+    );
     let mut t = produce_request::TopicProduceData::default();
     t.name = topic_name(topic);
     t.partition_data = vec![p];
@@ -215,7 +236,10 @@ fn healthy_round_trip(addr: &str, topic: &str, round: usize) -> i64 {
     r.topic_data = vec![t];
     let resp = client.send(&r, 9).expect("produce answered");
     let part = &resp.responses[0].partition_responses[0];
-    assert_eq!(part.error_code, 0, "healthy produce failed in round {round}");
+    assert_eq!(
+        part.error_code, 0,
+        "healthy produce failed in round {round}"
+    );
     let offset = part.base_offset;
     let mut fp = fetch_request::FetchPartition::default();
     fp.fetch_offset = offset;
@@ -227,8 +251,17 @@ fn healthy_round_trip(addr: &str, topic: &str, round: usize) -> i64 {
     f.max_bytes = 1 << 20;
     f.topics = vec![ft];
     let resp = client.send(&f, 12).expect("fetch answered");
-    let records = decode_records(resp.responses[0].partitions[0].records.clone().unwrap_or_default()).expect("decodes");
-    let got = records.iter().find(|r| r.offset == offset).expect("produced record is fetched back");
+    let records = decode_records(
+        resp.responses[0].partitions[0]
+            .records
+            .clone()
+            .unwrap_or_default(),
+    )
+    .expect("decodes");
+    let got = records
+        .iter()
+        .find(|r| r.offset == offset)
+        .expect("produced record is fetched back");
     assert_eq!(got.value.as_ref(), Some(&value));
     offset
 }
@@ -249,7 +282,10 @@ fn malformed_frames_never_take_the_broker_down() {
         let bytes = attack(&mut rng, &seeds);
         deliver(&addr, &bytes);
         if round % 50 == 0 {
-            assert!(broker.is_running(), "broker died in round {round} (seed {seed:#x})");
+            assert!(
+                broker.is_running(),
+                "broker died in round {round} (seed {seed:#x})"
+            );
             acknowledged.push(healthy_round_trip(&addr, topic, round));
         }
     }
@@ -258,10 +294,19 @@ fn malformed_frames_never_take_the_broker_down() {
     // Everything acknowledged to the well-behaved client is still there, in order.
     let (low, high) = watermarks(&addr, topic, 0);
     assert_eq!(low, 0, "nothing may move the target's log start");
-    let records = consume_all(&addr, topic, 1, (high - low) as usize, Duration::from_secs(30));
+    let records = consume_all(
+        &addr,
+        topic,
+        1,
+        (high - low) as usize,
+        Duration::from_secs(30),
+    );
     let offsets: Vec<i64> = records.iter().map(|r| r.1).collect();
     for off in &acknowledged {
-        assert!(offsets.contains(off), "acknowledged offset {off} missing after fuzzing");
+        assert!(
+            offsets.contains(off),
+            "acknowledged offset {off} missing after fuzzing"
+        );
     }
     broker.terminate();
 }

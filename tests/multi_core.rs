@@ -89,7 +89,7 @@ fn produce_and_verify(bootstrap: &str, topic: &str, acks: &str, n: usize) {
         topic,
         n,
         Some(PARTITIONS),
-        &value_of,
+        value_of,
     );
     let produced_in = t0.elapsed();
     let records = consume_all(bootstrap, topic, PARTITIONS, n, Duration::from_secs(120));
@@ -102,7 +102,7 @@ fn produce_and_verify(bootstrap: &str, topic: &str, acks: &str, n: usize) {
             i % PARTITIONS as usize
         );
     }
-    let counts = check_sequenced(&records, n, PARTITIONS, &what, &value_of);
+    let counts = check_sequenced(&records, n, PARTITIONS, &what, value_of);
     eprintln!("[{what}] {n} messages produced in {produced_in:?}; per partition {counts:?}");
     for (p, &c) in counts.iter().enumerate() {
         let expected = n / PARTITIONS as usize + usize::from(p < n % PARTITIONS as usize);

@@ -32,14 +32,14 @@ fn run(broker: &Broker, codec: &str, acks: &str) {
     let value_of = |i: usize| format!("v{i}-{run}");
 
     let t0 = Instant::now();
-    produce_keyed(&cfg, &topic, n, None, &value_of);
+    produce_keyed(&cfg, &topic, n, None, value_of);
     let produced_in = t0.elapsed();
 
     let t1 = Instant::now();
     let records = consume_all(&bootstrap, &topic, PARTITIONS, n, Duration::from_secs(120));
     let consumed_in = t1.elapsed();
 
-    let counts = check_sequenced(&records, n, PARTITIONS, &run, &value_of);
+    let counts = check_sequenced(&records, n, PARTITIONS, &run, value_of);
     eprintln!(
         "[{run}] {n} messages: produced+acked in {produced_in:?}, consumed in {consumed_in:?}, per partition {counts:?}"
     );

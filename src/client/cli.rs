@@ -104,7 +104,12 @@ fn s(v: &str) -> StrBytes {
 
 fn check(code: i16, what: &str, message: Option<&StrBytes>) -> anyhow::Result<()> {
     if code != 0 {
-        anyhow::bail!("{what}: error {code}{}", message.map(|m| format!(" ({})", m.as_str())).unwrap_or_default());
+        anyhow::bail!(
+            "{what}: error {code}{}",
+            message
+                .map(|m| format!(" ({})", m.as_str()))
+                .unwrap_or_default()
+        );
     }
     Ok(())
 }
@@ -115,12 +120,25 @@ fn partitions_of(client: &mut Client, topic: &str) -> anyhow::Result<Vec<i32>> {
     let mut req = MetadataRequest::default();
     req.topics = Some(vec![t]);
     let resp = client.send(&req, 12)?;
-    let topic_meta = resp.topics.into_iter().next().ok_or_else(|| anyhow::anyhow!("no metadata for {topic}"))?;
+    let topic_meta = resp
+        .topics
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no metadata for {topic}"))?;
     check(topic_meta.error_code, topic, None)?;
-    Ok(topic_meta.partitions.iter().map(|p| p.partition_index).collect())
+    Ok(topic_meta
+        .partitions
+        .iter()
+        .map(|p| p.partition_index)
+        .collect())
 }
 
-fn list_offset(client: &mut Client, topic: &str, partition: i32, timestamp: i64) -> anyhow::Result<i64> {
+fn list_offset(
+    client: &mut Client,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> anyhow::Result<i64> {
     let mut p = ListOffsetsPartition::default();
     p.partition_index = partition;
     p.timestamp = timestamp;
@@ -143,7 +161,14 @@ fn list_offset(client: &mut Client, topic: &str, partition: i32, timestamp: i64)
 pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
     match cmd {
         ClientCommand::Topic { action } => topic(action),
-        ClientCommand::Produce { conn, topic, partition, key_separator, acks, compression } => {
+        ClientCommand::Produce {
+            conn,
+            topic,
+            partition,
+            key_separator,
+            acks,
+            compression,
+        } => {
             let compression = match compression.as_str() {
                 "none" => Compression::None,
                 "gzip" => Compression::Gzip,
@@ -156,7 +181,9 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             let stdin = std::io::stdin();
             let mut pending: Vec<(Option<Bytes>, Bytes)> = Vec::new();
             let mut sent = 0usize;
-            let mut flush = |client: &mut Client, pending: &mut Vec<(Option<Bytes>, Bytes)>| -> anyhow::Result<()> {
+            let mut flush = |client: &mut Client,
+                             pending: &mut Vec<(Option<Bytes>, Bytes)>|
+             -> anyhow::Result<()> {
                 if pending.is_empty() {
                     return Ok(());
                 }
@@ -176,7 +203,11 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                     let resp = client.send(&req, 9)?;
                     for t in &resp.responses {
                         for p in &t.partition_responses {
-                            check(p.error_code, &format!("{topic}-{}", p.index), p.error_message.as_ref())?;
+                            check(
+                                p.error_code,
+                                &format!("{topic}-{}", p.index),
+                                p.error_message.as_ref(),
+                            )?;
                         }
                     }
                 }
@@ -186,7 +217,10 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             };
             for line in stdin.lock().lines() {
                 let line = line?;
-                let record = match key_separator.as_deref().and_then(|sep| line.split_once(sep)) {
+                let record = match key_separator
+                    .as_deref()
+                    .and_then(|sep| line.split_once(sep))
+                {
                     Some((k, v)) => (Some(Bytes::from(k.to_string())), Bytes::from(v.to_string())),
                     None => (None, Bytes::from(line)),
                 };
@@ -199,7 +233,14 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             eprintln!("produced {sent} records to {topic}-{partition}");
             Ok(())
         }
-        ClientCommand::Consume { conn, topic, partition, from, count, timeout_ms } => {
+        ClientCommand::Consume {
+            conn,
+            topic,
+            partition,
+            from,
+            count,
+            timeout_ms,
+        } => {
             let mut client = Client::connect(&conn.bootstrap)?;
             let parts = match partition {
                 Some(p) => vec![p],
@@ -211,7 +252,9 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 let start = match from.as_str() {
                     "beginning" => list_offset(&mut client, &topic, p, -2)?,
                     "end" => list_offset(&mut client, &topic, p, -1)?,
-                    n => n.parse().map_err(|_| anyhow::anyhow!("--from: '{n}' is not beginning, end or an offset"))?,
+                    n => n.parse().map_err(|_| {
+                        anyhow::anyhow!("--from: '{n}' is not beginning, end or an offset")
+                    })?,
                 };
                 positions.insert(p, start);
                 ends.insert(p, list_offset(&mut client, &topic, p, -1)?);
@@ -251,16 +294,28 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 let resp = client.send(&req, 12)?;
                 for t in resp.responses {
                     for p in t.partitions {
-                        check(p.error_code, &format!("{topic}-{}", p.partition_index), None)?;
-                        let Some(pos) = positions.get_mut(&p.partition_index) else { continue };
+                        check(
+                            p.error_code,
+                            &format!("{topic}-{}", p.partition_index),
+                            None,
+                        )?;
+                        let Some(pos) = positions.get_mut(&p.partition_index) else {
+                            continue;
+                        };
                         for r in decode_records(p.records.unwrap_or_default())? {
                             if r.offset < *pos || count.is_some_and(|c| printed >= c) {
                                 continue;
                             }
                             *pos = r.offset + 1;
                             printed += 1;
-                            let key = r.key.map(|k| String::from_utf8_lossy(&k).into_owned()).unwrap_or_default();
-                            let value = r.value.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+                            let key = r
+                                .key
+                                .map(|k| String::from_utf8_lossy(&k).into_owned())
+                                .unwrap_or_default();
+                            let value = r
+                                .value
+                                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                                .unwrap_or_default();
                             println!("{}\t{}\t{key}\t{value}", p.partition_index, r.offset);
                         }
                     }
@@ -273,14 +328,21 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
 
 fn topic(action: TopicAction) -> anyhow::Result<()> {
     match action {
-        TopicAction::Create { conn, name, partitions, configs } => {
+        TopicAction::Create {
+            conn,
+            name,
+            partitions,
+            configs,
+        } => {
             let mut client = Client::connect(&conn.bootstrap)?;
             let mut t = CreatableTopic::default();
             t.name = TopicName(s(&name));
             t.num_partitions = partitions;
             t.replication_factor = -1;
             for kv in configs {
-                let (k, v) = kv.split_once('=').ok_or_else(|| anyhow::anyhow!("--config {kv}: expected key=value"))?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--config {kv}: expected key=value"))?;
                 let mut c = CreatableTopicConfig::default();
                 c.name = s(k);
                 c.value = Some(s(v));
@@ -301,7 +363,11 @@ fn topic(action: TopicAction) -> anyhow::Result<()> {
             let mut req = MetadataRequest::default();
             req.topics = None;
             for t in client.send(&req, 12)?.topics {
-                println!("{}\t{} partitions", t.name.map(|n| n.0.to_string()).unwrap_or_default(), t.partitions.len());
+                println!(
+                    "{}\t{} partitions",
+                    t.name.map(|n| n.0.to_string()).unwrap_or_default(),
+                    t.partitions.len()
+                );
             }
             Ok(())
         }
@@ -317,13 +383,22 @@ fn topic(action: TopicAction) -> anyhow::Result<()> {
             let mut res = DescribeConfigsResource::default();
             res.resource_type = 2;
             res.resource_name = s(&name);
+            res.configuration_keys = None;
             let mut req = DescribeConfigsRequest::default();
             req.resources = vec![res];
             for r in client.send(&req, 4)?.results {
                 check(r.error_code, &name, r.error_message.as_ref())?;
                 for c in r.configs {
-                    let marker = if c.config_source == 1 { " (override)" } else { "" };
-                    println!("  {}={}{marker}", c.name.as_str(), c.value.map(|v| v.to_string()).unwrap_or_default());
+                    let marker = if c.config_source == 1 {
+                        " (override)"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "  {}={}{marker}",
+                        c.name.as_str(),
+                        c.value.map(|v| v.to_string()).unwrap_or_default()
+                    );
                 }
             }
             Ok(())

@@ -30,9 +30,13 @@ pub struct Consumed {
 
 impl Client {
     pub fn connect(addr: &str) -> anyhow::Result<Client> {
-        let stream = TcpStream::connect(addr).map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
+        let stream = TcpStream::connect(addr)
+            .map_err(|e| anyhow::anyhow!("cannot connect to {addr}: {e}"))?;
         stream.set_nodelay(true)?;
-        Ok(Client { stream, correlation_id: 0 })
+        Ok(Client {
+            stream,
+            correlation_id: 0,
+        })
     }
 
     /// Sends one request at `version` and reads its response.
@@ -48,7 +52,8 @@ impl Client {
 
     fn write_request<R: Request>(&mut self, request: &R, version: i16) -> anyhow::Result<()> {
         self.correlation_id += 1;
-        let key = ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("unknown api key {}", R::KEY))?;
+        let key =
+            ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("unknown api key {}", R::KEY))?;
         let mut header = RequestHeader::default();
         header.request_api_key = R::KEY;
         header.request_api_version = version;
@@ -65,7 +70,8 @@ impl Client {
     }
 
     fn read_response<R: Request>(&mut self, version: i16) -> anyhow::Result<R::Response> {
-        let key = ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("unknown api key {}", R::KEY))?;
+        let key =
+            ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("unknown api key {}", R::KEY))?;
         let mut len = [0u8; 4];
         self.stream.read_exact(&mut len)?;
         let n = i32::from_be_bytes(len);
@@ -77,14 +83,21 @@ impl Client {
         let mut body = Bytes::from(body);
         let rh = ResponseHeader::decode(&mut body, key.response_header_version(version))?;
         if rh.correlation_id != self.correlation_id {
-            anyhow::bail!("correlation id {} does not match {}", rh.correlation_id, self.correlation_id);
+            anyhow::bail!(
+                "correlation id {} does not match {}",
+                rh.correlation_id,
+                self.correlation_id
+            );
         }
         R::Response::decode(&mut body, version)
     }
 }
 
 /// Encodes records as one v2 batch (offsets relative from 0; the broker assigns real ones).
-pub fn encode_batch(records: &[(Option<Bytes>, Bytes)], compression: Compression) -> anyhow::Result<Bytes> {
+pub fn encode_batch(
+    records: &[(Option<Bytes>, Bytes)],
+    compression: Compression,
+) -> anyhow::Result<Bytes> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -109,7 +122,14 @@ pub fn encode_batch(records: &[(Option<Bytes>, Bytes)], compression: Compression
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })?;
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )?;
     Ok(buf.freeze())
 }
 

@@ -84,19 +84,27 @@ pub struct BrokerConfig {
 
 fn parse_listener(value: &str, key: &str) -> anyhow::Result<(String, u16)> {
     let first = value.split(',').next().unwrap_or("").trim();
-    let rest = first
-        .split_once("://")
-        .map(|(proto, rest)| (proto, rest))
-        .ok_or_else(|| anyhow::anyhow!("{key}: '{value}' is not of the form PLAINTEXT://host:port"))?;
+    let rest = first.split_once("://").ok_or_else(|| {
+        anyhow::anyhow!("{key}: '{value}' is not of the form PLAINTEXT://host:port")
+    })?;
     if !rest.0.eq_ignore_ascii_case("PLAINTEXT") {
-        anyhow::bail!("{key}: only PLAINTEXT listeners are supported, not '{}'", rest.0);
+        anyhow::bail!(
+            "{key}: only PLAINTEXT listeners are supported, not '{}'",
+            rest.0
+        );
     }
     let (host, port) = rest
         .1
         .rsplit_once(':')
         .ok_or_else(|| anyhow::anyhow!("{key}: '{value}' has no port"))?;
-    let port: u16 = port.parse().map_err(|_| anyhow::anyhow!("{key}: port '{port}' is not a number 0-65535"))?;
-    let host = if host.is_empty() { "0.0.0.0".to_string() } else { host.trim_matches(['[', ']']).to_string() };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{key}: port '{port}' is not a number 0-65535"))?;
+    let host = if host.is_empty() {
+        "0.0.0.0".to_string()
+    } else {
+        host.trim_matches(['[', ']']).to_string()
+    };
     Ok((host, port))
 }
 
@@ -119,7 +127,9 @@ impl BrokerConfig {
                 let (k, v) = line
                     .split_once('=')
                     .or_else(|| line.split_once(':'))
-                    .ok_or_else(|| anyhow::anyhow!("{}:{}: expected key=value", path.display(), n + 1))?;
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("{}:{}: expected key=value", path.display(), n + 1)
+                    })?;
                 explicit.push((k.trim().to_string(), v.trim().to_string()));
             }
         }
@@ -143,9 +153,16 @@ impl BrokerConfig {
 
     fn from_values(values: BTreeMap<String, (String, ConfigSource)>) -> anyhow::Result<Self> {
         let get = |k: &str| values.get(k).map(|(v, _)| v.as_str()).unwrap_or("");
-        let is_set = |k: &str| values.get(k).map(|(_, s)| *s != ConfigSource::Default).unwrap_or(false);
+        let is_set = |k: &str| {
+            values
+                .get(k)
+                .map(|(_, s)| *s != ConfigSource::Default)
+                .unwrap_or(false)
+        };
         let num = |k: &str| -> anyhow::Result<i64> {
-            get(k).parse::<i64>().map_err(|_| anyhow::anyhow!("{k}: '{}' is not an integer", get(k)))
+            get(k)
+                .parse::<i64>()
+                .map_err(|_| anyhow::anyhow!("{k}: '{}' is not an integer", get(k)))
         };
         let positive = |k: &str| -> anyhow::Result<i64> {
             let n = num(k)?;
@@ -154,16 +171,35 @@ impl BrokerConfig {
             }
             Ok(n)
         };
-        let node_id = if is_set("node.id") { num("node.id")? } else { num("broker.id")? } as i32;
+        let node_id = if is_set("node.id") {
+            num("node.id")?
+        } else {
+            num("broker.id")?
+        } as i32;
         let (listen_host, listen_port) = parse_listener(get("listeners"), "listeners")?;
         let (advertised_host, advertised_port) = if get("advertised.listeners").is_empty() {
-            let host = if listen_host == "0.0.0.0" { "127.0.0.1".to_string() } else { listen_host.clone() };
-            (host, if listen_port == 0 { None } else { Some(listen_port) })
+            let host = if listen_host == "0.0.0.0" {
+                "127.0.0.1".to_string()
+            } else {
+                listen_host.clone()
+            };
+            (
+                host,
+                if listen_port == 0 {
+                    None
+                } else {
+                    Some(listen_port)
+                },
+            )
         } else {
             let (h, p) = parse_listener(get("advertised.listeners"), "advertised.listeners")?;
             (h, Some(p))
         };
-        let log_dirs = if is_set("log.dirs") || !is_set("log.dir") { get("log.dirs") } else { get("log.dir") };
+        let log_dirs = if is_set("log.dirs") || !is_set("log.dir") {
+            get("log.dirs")
+        } else {
+            get("log.dir")
+        };
         let log_dir = PathBuf::from(log_dirs.split(',').next().unwrap_or("./data").trim());
         let retention_ms = if !get("log.retention.ms").is_empty() {
             num("log.retention.ms")?
@@ -178,21 +214,47 @@ impl BrokerConfig {
             positive("log.roll.hours")? * 3_600_000
         };
         let mut defaults = BTreeMap::new();
-        defaults.insert("segment.bytes".to_string(), get("log.segment.bytes").to_string());
+        defaults.insert(
+            "segment.bytes".to_string(),
+            get("log.segment.bytes").to_string(),
+        );
         defaults.insert("segment.ms".to_string(), roll_ms.to_string());
         defaults.insert("retention.ms".to_string(), retention_ms.to_string());
-        defaults.insert("retention.bytes".to_string(), get("log.retention.bytes").to_string());
-        defaults.insert("index.interval.bytes".to_string(), get("log.index.interval.bytes").to_string());
-        defaults.insert("cleanup.policy".to_string(), get("log.cleanup.policy").to_string());
-        defaults.insert("message.timestamp.type".to_string(), get("log.message.timestamp.type").to_string());
-        defaults.insert("max.message.bytes".to_string(), get("message.max.bytes").to_string());
-        defaults.insert("min.insync.replicas".to_string(), get("min.insync.replicas").to_string());
-        defaults.insert("compression.type".to_string(), get("compression.type").to_string());
+        defaults.insert(
+            "retention.bytes".to_string(),
+            get("log.retention.bytes").to_string(),
+        );
+        defaults.insert(
+            "index.interval.bytes".to_string(),
+            get("log.index.interval.bytes").to_string(),
+        );
+        defaults.insert(
+            "cleanup.policy".to_string(),
+            get("log.cleanup.policy").to_string(),
+        );
+        defaults.insert(
+            "message.timestamp.type".to_string(),
+            get("log.message.timestamp.type").to_string(),
+        );
+        defaults.insert(
+            "max.message.bytes".to_string(),
+            get("message.max.bytes").to_string(),
+        );
+        defaults.insert(
+            "min.insync.replicas".to_string(),
+            get("min.insync.replicas").to_string(),
+        );
+        defaults.insert(
+            "compression.type".to_string(),
+            get("compression.type").to_string(),
+        );
         let log_defaults = LogConfig::from_map(&topic::complete_defaults(defaults))
             .map_err(|e| anyhow::anyhow!("broker log defaults: {e}"))?;
         let write_buffer_bytes = positive("shardlog.write.buffer.bytes")? as usize;
-        if write_buffer_bytes % 4096 != 0 {
-            anyhow::bail!("shardlog.write.buffer.bytes: must be a multiple of 4096, got {write_buffer_bytes}");
+        if !write_buffer_bytes.is_multiple_of(4096) {
+            anyhow::bail!(
+                "shardlog.write.buffer.bytes: must be a multiple of 4096, got {write_buffer_bytes}"
+            );
         }
         let cfg = BrokerConfig {
             node_id,
@@ -203,13 +265,18 @@ impl BrokerConfig {
             advertised_port,
             log_dir,
             num_partitions: positive("num.partitions")? as i32,
-            auto_create_topics: parse_bool("auto.create.topics.enable", get("auto.create.topics.enable"))?,
+            auto_create_topics: parse_bool(
+                "auto.create.topics.enable",
+                get("auto.create.topics.enable"),
+            )?,
             retention_check_interval_ms: positive("log.retention.check.interval.ms")? as u64,
             socket_request_max_bytes: positive("socket.request.max.bytes")? as usize,
             write_buffer_bytes,
             hot_tail_bytes: num("shardlog.hot.tail.bytes")?.max(0) as usize,
-            connection_max_inflight_bytes: positive("shardlog.connection.max.inflight.bytes")? as usize,
-            connection_max_inflight_requests: positive("shardlog.connection.max.inflight.requests")? as usize,
+            connection_max_inflight_bytes: positive("shardlog.connection.max.inflight.bytes")?
+                as usize,
+            connection_max_inflight_requests: positive("shardlog.connection.max.inflight.requests")?
+                as usize,
             partition_max_pending_bytes: positive("shardlog.partition.max.pending.bytes")? as usize,
             log_defaults,
             values,
@@ -219,7 +286,9 @@ impl BrokerConfig {
 
     /// Every broker key with its value and source, for DescribeConfigs.
     pub fn entries(&self) -> impl Iterator<Item = (&str, &str, ConfigSource)> {
-        self.values.iter().map(|(k, (v, s))| (k.as_str(), v.as_str(), *s))
+        self.values
+            .iter()
+            .map(|(k, (v, s))| (k.as_str(), v.as_str(), *s))
     }
 }
 
@@ -245,7 +314,11 @@ mod tests {
 
     #[test]
     fn overrides_and_refusals() {
-        let c = BrokerConfig::load(None, &["log.retention.ms=5000".into(), "num.partitions=3".into()]).unwrap();
+        let c = BrokerConfig::load(
+            None,
+            &["log.retention.ms=5000".into(), "num.partitions=3".into()],
+        )
+        .unwrap();
         assert_eq!(c.log_defaults.retention_ms, 5000);
         assert_eq!(c.num_partitions, 3);
         assert!(BrokerConfig::load(None, &["no.such.key=1".into()]).is_err());

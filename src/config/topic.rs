@@ -42,7 +42,9 @@ pub fn topic_keys() -> impl Iterator<Item = &'static str> {
 /// Fills in Kafka's defaults for keys the broker does not derive.
 pub fn complete_defaults(mut from_broker: BTreeMap<String, String>) -> BTreeMap<String, String> {
     for (k, v) in TOPIC_KEYS {
-        from_broker.entry(k.to_string()).or_insert_with(|| v.to_string());
+        from_broker
+            .entry(k.to_string())
+            .or_insert_with(|| v.to_string());
     }
     from_broker
 }
@@ -63,9 +65,13 @@ pub struct LogConfig {
 
 fn int(map: &BTreeMap<String, String>, key: &str, min: i64) -> Result<i64, String> {
     let v = map.get(key).map(String::as_str).unwrap_or("");
-    let n: i64 = v.parse().map_err(|_| format!("Invalid value {v} for configuration {key}: not a number"))?;
+    let n: i64 = v
+        .parse()
+        .map_err(|_| format!("Invalid value {v} for configuration {key}: not a number"))?;
     if n < min {
-        return Err(format!("Invalid value {n} for configuration {key}: Value must be at least {min}"));
+        return Err(format!(
+            "Invalid value {n} for configuration {key}: Value must be at least {min}"
+        ));
     }
     Ok(n)
 }
@@ -73,13 +79,23 @@ fn int(map: &BTreeMap<String, String>, key: &str, min: i64) -> Result<i64, Strin
 impl LogConfig {
     /// Validates and types a complete map (every key present).
     pub fn from_map(map: &BTreeMap<String, String>) -> Result<Self, String> {
-        let ts = map.get("message.timestamp.type").map(String::as_str).unwrap_or("CreateTime");
+        let ts = map
+            .get("message.timestamp.type")
+            .map(String::as_str)
+            .unwrap_or("CreateTime");
         let log_append_time = match ts {
             "CreateTime" => false,
             "LogAppendTime" => true,
-            other => return Err(format!("Invalid value {other} for configuration message.timestamp.type")),
+            other => {
+                return Err(format!(
+                    "Invalid value {other} for configuration message.timestamp.type"
+                ))
+            }
         };
-        let policy = map.get("cleanup.policy").map(String::as_str).unwrap_or("delete");
+        let policy = map
+            .get("cleanup.policy")
+            .map(String::as_str)
+            .unwrap_or("delete");
         let mut compact = false;
         let mut delete = false;
         for p in policy.split(',').map(str::trim) {
@@ -87,12 +103,21 @@ impl LogConfig {
                 "compact" => compact = true,
                 "delete" => delete = true,
                 "" if policy.trim().is_empty() => {}
-                other => return Err(format!("Invalid value {other} for configuration cleanup.policy")),
+                other => {
+                    return Err(format!(
+                        "Invalid value {other} for configuration cleanup.policy"
+                    ))
+                }
             }
         }
-        let ct = map.get("compression.type").map(String::as_str).unwrap_or("producer");
+        let ct = map
+            .get("compression.type")
+            .map(String::as_str)
+            .unwrap_or("producer");
         if !["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"].contains(&ct) {
-            return Err(format!("Invalid value {ct} for configuration compression.type"));
+            return Err(format!(
+                "Invalid value {ct} for configuration compression.type"
+            ));
         }
         for key in ["preallocate", "unclean.leader.election.enable"] {
             let v = map.get(key).map(String::as_str).unwrap_or("false");
@@ -100,10 +125,17 @@ impl LogConfig {
                 return Err(format!("Invalid value {v} for configuration {key}"));
             }
         }
-        let ratio = map.get("min.cleanable.dirty.ratio").map(String::as_str).unwrap_or("0.5");
+        let ratio = map
+            .get("min.cleanable.dirty.ratio")
+            .map(String::as_str)
+            .unwrap_or("0.5");
         match ratio.parse::<f64>() {
             Ok(r) if (0.0..=1.0).contains(&r) => {}
-            _ => return Err(format!("Invalid value {ratio} for configuration min.cleanable.dirty.ratio")),
+            _ => {
+                return Err(format!(
+                    "Invalid value {ratio} for configuration min.cleanable.dirty.ratio"
+                ))
+            }
         }
         for key in [
             "delete.retention.ms",
@@ -142,14 +174,18 @@ pub struct TopicConfigs {
 
 impl TopicConfigs {
     /// Validates overrides (unknown keys, bad values) against broker defaults.
-    pub fn new(overrides: BTreeMap<String, String>, broker_defaults: &LogConfig) -> Result<Self, String> {
+    pub fn new(
+        overrides: BTreeMap<String, String>,
+        broker_defaults: &LogConfig,
+    ) -> Result<Self, String> {
         for k in overrides.keys() {
             if !is_topic_key(k) {
                 return Err(format!("Unknown topic config name: {k}"));
             }
         }
         let cfg = TopicConfigs { overrides };
-        cfg.resolve_map(broker_defaults).and_then(|m| LogConfig::from_map(&m))?;
+        cfg.resolve_map(broker_defaults)
+            .and_then(|m| LogConfig::from_map(&m))?;
         Ok(cfg)
     }
 
@@ -160,11 +196,22 @@ impl TopicConfigs {
         map.insert("segment.ms".into(), broker.segment_ms.to_string());
         map.insert("retention.ms".into(), broker.retention_ms.to_string());
         map.insert("retention.bytes".into(), broker.retention_bytes.to_string());
-        map.insert("index.interval.bytes".into(), broker.index_interval_bytes.to_string());
-        map.insert("max.message.bytes".into(), broker.max_message_bytes.to_string());
+        map.insert(
+            "index.interval.bytes".into(),
+            broker.index_interval_bytes.to_string(),
+        );
+        map.insert(
+            "max.message.bytes".into(),
+            broker.max_message_bytes.to_string(),
+        );
         map.insert(
             "message.timestamp.type".into(),
-            if broker.log_append_time { "LogAppendTime" } else { "CreateTime" }.into(),
+            if broker.log_append_time {
+                "LogAppendTime"
+            } else {
+                "CreateTime"
+            }
+            .into(),
         );
         let policy = match (broker.compact, broker.delete) {
             (true, true) => "compact,delete",

@@ -11,9 +11,24 @@ use crate::protocol::error::{self, KafkaError};
 use crate::shard::admin::{self, AdminRequest};
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, _version: i16, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
-    let topics: Vec<(String, i32)> = request.topics.iter().map(|t| (t.name.0.as_str().to_string(), t.count)).collect();
-    let results = admin::request(shard, AdminRequest::CreatePartitions { topics, validate_only: request.validate_only }).await;
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let topics: Vec<(String, i32)> = request
+        .topics
+        .iter()
+        .map(|t| (t.name.0.as_str().to_string(), t.count))
+        .collect();
+    let results = admin::request(
+        shard,
+        AdminRequest::CreatePartitions {
+            topics,
+            validate_only: request.validate_only,
+        },
+    )
+    .await;
     let mut response = CreatePartitionsResponse::default();
     for (t, result) in request.topics.into_iter().zip(results) {
         let mut r = CreatePartitionsTopicResult::default();
@@ -22,7 +37,10 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: CreatePartitionsR
         if let Err(e) = result {
             r.error_code = e.code;
             r.error_message = error_message(&e);
-        } else if t.assignments.as_ref().is_some_and(|a| a.iter().any(|a| a.broker_ids.iter().any(|b| b.0 != shard.config.node_id))) {
+        } else if t.assignments.as_ref().is_some_and(|a| {
+            a.iter()
+                .any(|a| a.broker_ids.iter().any(|b| b.0 != shard.config.node_id))
+        }) {
             r.error_code = error::INVALID_REPLICA_ASSIGNMENT;
         }
         response.results.push(r);

@@ -3,12 +3,18 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use crate::shard::{OpKind, OpResult, PartitionOp, Shard};
 
-pub async fn handle(shard: &Rc<Shard>, _version: i16, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let mut ops = Vec::new();
     for t in &request.topics {
         for p in &t.partitions {

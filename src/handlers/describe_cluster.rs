@@ -8,7 +8,11 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 use crate::protocol::str_bytes;
 use crate::shard::Shard;
 
-pub async fn handle(shard: &Rc<Shard>, _version: i16, _request: DescribeClusterRequest) -> DescribeClusterResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _version: i16,
+    _request: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let c = &shard.config;
     let mut broker = DescribeClusterBroker::default();
     broker.broker_id = BrokerId(c.node_id);

@@ -31,13 +31,23 @@ fn config_type(value: &str) -> i8 {
     }
 }
 
-fn entry(name: &str, value: &str, source: ConfigSource, read_only: bool, synonyms: bool) -> DescribeConfigsResourceResult {
+fn entry(
+    version: i16,
+    name: &str,
+    value: &str,
+    source: ConfigSource,
+    read_only: bool,
+    synonyms: bool,
+) -> DescribeConfigsResourceResult {
     let mut e = DescribeConfigsResourceResult::default();
     e.name = str_bytes(name);
     e.value = Some(str_bytes(value));
     e.read_only = read_only;
     e.config_source = source as i8;
-    e.config_type = config_type(value);
+    if version >= 3 {
+        e.config_type = config_type(value);
+        e.documentation = None;
+    }
     if synonyms {
         let mut s = DescribeConfigsSynonym::default();
         s.name = str_bytes(name);
@@ -48,13 +58,21 @@ fn entry(name: &str, value: &str, source: ConfigSource, read_only: bool, synonym
     e
 }
 
-pub async fn handle(shard: &Rc<Shard>, _version: i16, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     let meta = shard.metadata();
     let c = &shard.config;
     let mut response = DescribeConfigsResponse::default();
     for res in request.resources {
         let name = res.resource_name.as_str().to_string();
-        let wanted = |k: &str| res.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|x| x.as_str() == k));
+        let wanted = |k: &str| {
+            res.configuration_keys
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|x| x.as_str() == k))
+        };
         let mut r = DescribeConfigsResult::default();
         r.resource_type = res.resource_type;
         r.resource_name = res.resource_name.clone();
@@ -68,7 +86,14 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: DescribeConfigsRe
                         } else {
                             ConfigSource::Default
                         };
-                        r.configs.push(entry(k, v, source, false, request.include_synonyms));
+                        r.configs.push(entry(
+                            version,
+                            k,
+                            v,
+                            source,
+                            false,
+                            request.include_synonyms,
+                        ));
                     }
                 }
                 None => {
@@ -78,12 +103,16 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: DescribeConfigsRe
             },
             BROKER if name.is_empty() || name == c.node_id.to_string() => {
                 for (k, v, source) in c.entries().filter(|(k, _, _)| wanted(k)) {
-                    r.configs.push(entry(k, v, source, true, request.include_synonyms));
+                    r.configs
+                        .push(entry(version, k, v, source, true, request.include_synonyms));
                 }
             }
             BROKER | BROKER_LOGGER => {
                 r.error_code = error::INVALID_REQUEST;
-                r.error_message = Some(str_bytes(&format!("Unexpected broker id, expected {} but received {name}", c.node_id)));
+                r.error_message = Some(str_bytes(&format!(
+                    "Unexpected broker id, expected {} but received {name}",
+                    c.node_id
+                )));
             }
             other => {
                 r.error_code = error::INVALID_REQUEST;

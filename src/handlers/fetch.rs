@@ -26,7 +26,10 @@ fn ops(wanted: &[Wanted]) -> Vec<PartitionOp> {
         .map(|w| PartitionOp {
             topic: w.topic.clone(),
             partition: w.partition,
-            kind: OpKind::Fetch { offset: w.offset, max_bytes: w.max_bytes },
+            kind: OpKind::Fetch {
+                offset: w.offset,
+                max_bytes: w.max_bytes,
+            },
         })
         .collect()
 }
@@ -75,10 +78,14 @@ async fn wait_for_data(shard: &Rc<Shard>, wanted: &[Wanted], wait: Duration) {
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, _version: i16, request: FetchRequest) -> FetchResponse {
+pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchResponse {
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let min_bytes = request.min_bytes.max(0) as usize;
-    let max_bytes = if request.max_bytes <= 0 { usize::MAX } else { request.max_bytes as usize };
+    let max_bytes = if request.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        request.max_bytes as usize
+    };
     let mut wanted = Vec::new();
     for t in &request.topics {
         for p in &t.partitions {
@@ -94,7 +101,8 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: FetchRequest) -> 
     loop {
         let now = Instant::now();
         let any_error = outcomes.iter().any(|o| o.is_err());
-        if bytes_of(&outcomes) >= min_bytes || now >= deadline || any_error || shard.stopping.get() {
+        if bytes_of(&outcomes) >= min_bytes || now >= deadline || any_error || shard.stopping.get()
+        {
             break;
         }
         wait_for_data(shard, &wanted, deadline - now).await;
@@ -116,7 +124,9 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: FetchRequest) -> 
                 Some(Ok(OpResult::Fetch(d))) => {
                     part.high_watermark = d.high_watermark;
                     part.last_stable_offset = d.high_watermark;
-                    part.log_start_offset = d.log_start_offset;
+                    if version >= 5 {
+                        part.log_start_offset = d.log_start_offset;
+                    }
                     if total == 0 || total + d.records.len() <= max_bytes {
                         total += d.records.len();
                         part.records = Some(d.records);
@@ -127,13 +137,14 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: FetchRequest) -> 
                     let (hw, start) = marks.unwrap_or((-1, -1));
                     part.high_watermark = hw;
                     part.last_stable_offset = hw;
-                    part.log_start_offset = start;
+                    if version >= 5 {
+                        part.log_start_offset = start;
+                    }
                 }
                 _ => {
                     part.error_code = crate::protocol::error::UNKNOWN_SERVER_ERROR;
                     part.high_watermark = -1;
                     part.last_stable_offset = -1;
-                    part.log_start_offset = -1;
                 }
             }
             topic.partitions.push(part);

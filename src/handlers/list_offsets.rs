@@ -3,19 +3,27 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::shard::{OpKind, OpResult, PartitionOp, Shard};
 
-pub async fn handle(shard: &Rc<Shard>, _version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let mut ops = Vec::new();
     for t in &request.topics {
         for p in &t.partitions {
             ops.push(PartitionOp {
                 topic: t.name.0.as_str().to_string(),
                 partition: p.partition_index,
-                kind: OpKind::ListOffsets { timestamp: p.timestamp },
+                kind: OpKind::ListOffsets {
+                    timestamp: p.timestamp,
+                },
             });
         }
     }
@@ -27,7 +35,9 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: ListOffsetsReques
         for p in t.partitions {
             let mut part = ListOffsetsPartitionResponse::default();
             part.partition_index = p.partition_index;
-            part.leader_epoch = crate::storage::log::LEADER_EPOCH;
+            if version >= 4 {
+                part.leader_epoch = crate::storage::log::LEADER_EPOCH;
+            }
             match outcomes.next() {
                 Some(Ok(OpResult::Offset { offset, timestamp })) => {
                     part.offset = offset;

@@ -3,7 +3,9 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
 use crate::metadata::{validate_topic_name, TopicMeta};
@@ -11,17 +13,23 @@ use crate::protocol::{error, str_bytes, topic_name};
 use crate::shard::admin::{self, AdminRequest, NewTopic};
 use crate::shard::Shard;
 
-fn describe(node: i32, t: &TopicMeta) -> MetadataResponseTopic {
+fn describe(version: i16, node: i32, t: &TopicMeta) -> MetadataResponseTopic {
     let mut topic = MetadataResponseTopic::default();
     topic.name = Some(topic_name(&t.name));
-    topic.topic_id = uuid::Uuid::from_bytes(t.id);
-    topic.is_internal = t.name.starts_with("__");
+    if version >= 10 {
+        topic.topic_id = uuid::Uuid::from_bytes(t.id);
+    }
+    if version >= 1 {
+        topic.is_internal = t.name.starts_with("__");
+    }
     topic.partitions = (0..t.partition_count())
         .map(|p| {
             let mut part = MetadataResponsePartition::default();
             part.partition_index = p;
             part.leader_id = BrokerId(node);
-            part.leader_epoch = crate::storage::log::LEADER_EPOCH;
+            if version >= 7 {
+                part.leader_epoch = crate::storage::log::LEADER_EPOCH;
+            }
             part.replica_nodes = vec![BrokerId(node)];
             part.isr_nodes = vec![BrokerId(node)];
             part
@@ -48,39 +56,66 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -
     };
     let mut topics = Vec::new();
     if all {
-        topics.extend(meta.topics.values().map(|t| describe(node, t)));
+        topics.extend(meta.topics.values().map(|t| describe(version, node, t)));
     } else {
-        let allow_create = (version < 4 || request.allow_auto_topic_creation) && c.auto_create_topics;
+        let allow_create =
+            (version < 4 || request.allow_auto_topic_creation) && c.auto_create_topics;
         let mut to_create = Vec::new();
         for req in request.topics.iter().flatten() {
             let name = req.name.as_ref().map(|n| n.0.as_str().to_string());
             match name {
-                None => match meta.topics.values().find(|t| uuid::Uuid::from_bytes(t.id) == req.topic_id) {
-                    Some(t) => topics.push(describe(node, t)),
+                None => match meta
+                    .topics
+                    .values()
+                    .find(|t| uuid::Uuid::from_bytes(t.id) == req.topic_id)
+                {
+                    Some(t) => topics.push(describe(version, node, t)),
                     None => topics.push(missing(None, req.topic_id, error::UNKNOWN_TOPIC_ID)),
                 },
                 Some(name) => match meta.topics.get(&name) {
-                    Some(t) => topics.push(describe(node, t)),
-                    None if validate_topic_name(&name).is_err() => {
-                        topics.push(missing(Some(&name), uuid::Uuid::nil(), error::INVALID_TOPIC_EXCEPTION))
-                    }
+                    Some(t) => topics.push(describe(version, node, t)),
+                    None if validate_topic_name(&name).is_err() => topics.push(missing(
+                        Some(&name),
+                        uuid::Uuid::nil(),
+                        error::INVALID_TOPIC_EXCEPTION,
+                    )),
                     None if allow_create => to_create.push(name),
-                    None => topics.push(missing(Some(&name), uuid::Uuid::nil(), error::UNKNOWN_TOPIC_OR_PARTITION)),
+                    None => topics.push(missing(
+                        Some(&name),
+                        uuid::Uuid::nil(),
+                        error::UNKNOWN_TOPIC_OR_PARTITION,
+                    )),
                 },
             }
         }
         if !to_create.is_empty() {
             let new = to_create
                 .iter()
-                .map(|n| NewTopic { name: n.clone(), partitions: -1, replication_factor: -1, configs: Default::default() })
+                .map(|n| NewTopic {
+                    name: n.clone(),
+                    partitions: -1,
+                    replication_factor: -1,
+                    configs: Default::default(),
+                })
                 .collect();
-            let created = admin::request(shard, AdminRequest::CreateTopics { topics: new, validate_only: false }).await;
+            let created = admin::request(
+                shard,
+                AdminRequest::CreateTopics {
+                    topics: new,
+                    validate_only: false,
+                },
+            )
+            .await;
             let meta = shard.metadata();
             for (name, result) in to_create.iter().zip(created) {
                 match (result, meta.topics.get(name)) {
-                    (_, Some(t)) => topics.push(describe(node, t)),
+                    (_, Some(t)) => topics.push(describe(version, node, t)),
                     (Err(e), None) => topics.push(missing(Some(name), uuid::Uuid::nil(), e.code)),
-                    (Ok(_), None) => topics.push(missing(Some(name), uuid::Uuid::nil(), error::LEADER_NOT_AVAILABLE)),
+                    (Ok(_), None) => topics.push(missing(
+                        Some(name),
+                        uuid::Uuid::nil(),
+                        error::LEADER_NOT_AVAILABLE,
+                    )),
                 }
             }
         }
@@ -91,9 +126,12 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -
     broker.port = shard.advertised_port.get() as i32;
     let mut r = MetadataResponse::default();
     r.brokers = vec![broker];
-    r.cluster_id = Some(str_bytes(&c.cluster_id));
-    r.controller_id = BrokerId(node);
+    if version >= 2 {
+        r.cluster_id = Some(str_bytes(&c.cluster_id));
+    }
+    if version >= 1 {
+        r.controller_id = BrokerId(node);
+    }
     r.topics = topics;
-    r.cluster_authorized_operations = i32::MIN;
     r
 }

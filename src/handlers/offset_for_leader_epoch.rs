@@ -4,18 +4,28 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use crate::protocol::error;
 use crate::shard::{OpKind, OpResult, PartitionOp, Shard};
 use crate::storage::log::LEADER_EPOCH;
 
-pub async fn handle(shard: &Rc<Shard>, _version: i16, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    _version: i16,
+    request: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
     let mut ops = Vec::new();
     for t in &request.topics {
         for p in &t.partitions {
-            ops.push(PartitionOp { topic: t.topic.0.as_str().to_string(), partition: p.partition, kind: OpKind::Info });
+            ops.push(PartitionOp {
+                topic: t.topic.0.as_str().to_string(),
+                partition: p.partition,
+                kind: OpKind::Info,
+            });
         }
     }
     let mut outcomes = shard.run_partition_ops(ops).await.into_iter();

@@ -11,40 +11,53 @@ use crate::protocol::error::{self, KafkaError};
 use crate::record;
 use crate::shard::{OpKind, OpResult, PartitionOp, Shard};
 
-fn failed(index: i32, e: &KafkaError) -> PartitionProduceResponse {
+/// A partition of the request: its index and either the position of its op or its error.
+type PartitionSlot = (i32, Result<usize, KafkaError>);
+
+fn failed(version: i16, index: i32, e: &KafkaError) -> PartitionProduceResponse {
     let mut p = PartitionProduceResponse::default();
     p.index = index;
     p.error_code = e.code;
-    p.error_message = error_message(e);
+    if version >= 8 {
+        p.error_message = error_message(e);
+    }
     p.base_offset = -1;
-    p.log_append_time_ms = -1;
-    p.log_start_offset = -1;
     p
 }
 
-pub async fn handle(shard: &Rc<Shard>, _version: i16, request: ProduceRequest) -> Option<ProduceResponse> {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: ProduceRequest,
+) -> Option<ProduceResponse> {
     let acks = request.acks;
     let meta = shard.metadata();
-    // (topic index, partition index, result or op position)
-    let mut layout: Vec<(String, Vec<(i32, Result<usize, KafkaError>)>)> = Vec::new();
+    let mut layout: Vec<(String, Vec<PartitionSlot>)> = Vec::new();
     let mut ops = Vec::new();
     for t in request.topic_data {
         let name = t.name.0.as_str().to_string();
-        let max_bytes = meta
-            .topics
-            .get(&name)
-            .map(|m| m.configs.log_config(&shard.config.log_defaults).max_message_bytes);
+        let max_bytes = meta.topics.get(&name).map(|m| {
+            m.configs
+                .log_config(&shard.config.log_defaults)
+                .max_message_bytes
+        });
         let mut parts = Vec::new();
         for p in t.partition_data {
             let slot = if !matches!(acks, -1..=1) {
-                Err(KafkaError::new(error::INVALID_REQUIRED_ACKS, format!("acks must be -1, 0 or 1, got {acks}")))
+                Err(KafkaError::new(
+                    error::INVALID_REQUIRED_ACKS,
+                    format!("acks must be -1, 0 or 1, got {acks}"),
+                ))
             } else if let Some(max_bytes) = max_bytes {
                 match p.records.map(|r| record::validate_batches(r, max_bytes)) {
                     Some(Ok(batches)) => {
                         ops.push(PartitionOp {
                             topic: name.clone(),
                             partition: p.index,
-                            kind: OpKind::Produce { batches, sync: acks == -1 },
+                            kind: OpKind::Produce {
+                                batches,
+                                sync: acks == -1,
+                            },
                         });
                         Ok(ops.len() - 1)
                     }
@@ -68,17 +81,27 @@ pub async fn handle(shard: &Rc<Shard>, _version: i16, request: ProduceRequest) -
         topic.name = crate::protocol::topic_name(&name);
         for (index, slot) in parts {
             let part = match slot.map(|i| &outcomes[i]) {
-                Err(e) => failed(index, &e),
-                Ok(Ok(OpResult::Produce { base_offset, log_append_time, log_start_offset })) => {
+                Err(e) => failed(version, index, &e),
+                Ok(Ok(OpResult::Produce {
+                    base_offset,
+                    log_append_time,
+                    log_start_offset,
+                })) => {
                     let mut p = PartitionProduceResponse::default();
                     p.index = index;
                     p.base_offset = *base_offset;
                     p.log_append_time_ms = *log_append_time;
-                    p.log_start_offset = *log_start_offset;
+                    if version >= 5 {
+                        p.log_start_offset = *log_start_offset;
+                    }
                     p
                 }
-                Ok(Ok(_)) => failed(index, &KafkaError::new(error::UNKNOWN_SERVER_ERROR, "unexpected result")),
-                Ok(Err((e, _))) => failed(index, e),
+                Ok(Ok(_)) => failed(
+                    version,
+                    index,
+                    &KafkaError::new(error::UNKNOWN_SERVER_ERROR, "unexpected result"),
+                ),
+                Ok(Err((e, _))) => failed(version, index, e),
             };
             topic.partition_responses.push(part);
         }

@@ -39,7 +39,9 @@ pub struct MetadataSnapshot {
 impl MetadataSnapshot {
     pub fn shard_of(&self, topic: &str, partition: i32) -> Option<usize> {
         let t = self.topics.get(topic)?;
-        usize::try_from(partition).ok().and_then(|p| t.shards.get(p).copied())
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| t.shards.get(p).copied())
     }
 }
 
@@ -59,9 +61,14 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         return Err("Topic name cannot be \".\" or \"..\"".into());
     }
     if name.len() > 249 {
-        return Err(format!("Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"));
+        return Err(format!(
+            "Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(format!(
             "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-' ({c:?})"
         ));
@@ -78,7 +85,9 @@ pub fn new_topic_id() -> [u8; 16] {
     let mut seed = nanos ^ ((std::process::id() as u128) << 64);
     for b in id.iter_mut() {
         // splitmix-style mixing: ids need to be unique, not secret.
-        seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835).wrapping_add(0x6A09_E667);
+        seed = seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+            .wrapping_add(0x6A09_E667);
         *b = (seed >> 64) as u8 ^ (seed >> 17) as u8;
     }
     id[6] = (id[6] & 0x0f) | 0x40;
@@ -118,7 +127,11 @@ pub fn encode(snapshot: &MetadataSnapshot) -> String {
 }
 
 pub fn decode(text: &str, shard_count: usize) -> Result<MetadataSnapshot, String> {
-    let body_end = text.trim_end().rfind('\n').map(|i| i + 1).ok_or("file is truncated")?;
+    let body_end = text
+        .trim_end()
+        .rfind('\n')
+        .map(|i| i + 1)
+        .ok_or("file is truncated")?;
     let (body, crc_line) = text.split_at(body_end);
     let stored = crc_line
         .trim()
@@ -137,7 +150,9 @@ pub fn decode(text: &str, shard_count: usize) -> Result<MetadataSnapshot, String
         let bad = || format!("line {}: cannot parse '{line}'", n + 2);
         let mut parts = line.splitn(4, ' ');
         match parts.next() {
-            Some("version") => snap.version = parts.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?,
+            Some("version") => {
+                snap.version = parts.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?
+            }
             Some("topic") => {
                 let name = parts.next().ok_or_else(bad)?.to_string();
                 let id = parts.next().and_then(unhex).ok_or_else(bad)?;
@@ -149,10 +164,22 @@ pub fn decode(text: &str, shard_count: usize) -> Result<MetadataSnapshot, String
                     .map(|(p, s)| {
                         let s: usize = s.parse().map_err(|_| bad())?;
                         // A restart with fewer cores re-places what no longer has a shard.
-                        Ok(if s < shard_count { s } else { place_partition(&name, p as i32, shard_count) })
+                        Ok(if s < shard_count {
+                            s
+                        } else {
+                            place_partition(&name, p as i32, shard_count)
+                        })
                     })
                     .collect::<Result<Vec<_>, String>>()?;
-                snap.topics.insert(name.clone(), TopicMeta { name, id, shards, configs: TopicConfigs::default() });
+                snap.topics.insert(
+                    name.clone(),
+                    TopicMeta {
+                        name,
+                        id,
+                        shards,
+                        configs: TopicConfigs::default(),
+                    },
+                );
             }
             Some("config") => {
                 let name = parts.next().ok_or_else(bad)?;
@@ -185,7 +212,9 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 pub fn load(log_dir: &Path, shard_count: usize) -> anyhow::Result<MetadataSnapshot> {
     let path = log_dir.join(METADATA_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) => decode(&text, shard_count).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Ok(text) => {
+            decode(&text, shard_count).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(MetadataSnapshot::default()),
         Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
     }
@@ -197,12 +226,22 @@ mod tests {
 
     #[test]
     fn round_trip_and_checksum() {
-        let mut snap = MetadataSnapshot { version: 7, ..Default::default() };
+        let mut snap = MetadataSnapshot {
+            version: 7,
+            ..Default::default()
+        };
         let mut configs = TopicConfigs::default();
-        configs.overrides.insert("retention.ms".into(), "1000".into());
+        configs
+            .overrides
+            .insert("retention.ms".into(), "1000".into());
         snap.topics.insert(
             "orders".into(),
-            TopicMeta { name: "orders".into(), id: new_topic_id(), shards: vec![0, 1, 0], configs },
+            TopicMeta {
+                name: "orders".into(),
+                id: new_topic_id(),
+                shards: vec![0, 1, 0],
+                configs,
+            },
         );
         let text = encode(&snap);
         assert_eq!(decode(&text, 2).unwrap(), snap);

@@ -37,7 +37,10 @@ pub struct KafkaError {
 
 impl KafkaError {
     pub fn new(code: i16, message: impl Into<String>) -> Self {
-        KafkaError { code, message: message.into() }
+        KafkaError {
+            code,
+            message: message.into(),
+        }
     }
     pub fn storage(e: impl std::fmt::Display) -> Self {
         tracing::warn!("storage error: {e}");

@@ -44,13 +44,21 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
 
 /// The version range served for an API key, if any.
 pub fn version_range(key: ApiKey) -> Option<(i16, i16)> {
-    SUPPORTED.iter().find(|(k, _, _)| *k == key).map(|&(k, min, max)| {
-        let codec = k.valid_versions();
-        (min.max(codec.min), max.min(codec.max))
-    })
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(k, min, max)| {
+            let codec = k.valid_versions();
+            (min.max(codec.min), max.min(codec.max))
+        })
 }
 
-fn frame(correlation_id: i32, key: ApiKey, version: i16, body: &ResponseKind) -> Result<Bytes, String> {
+fn frame(
+    correlation_id: i32,
+    key: ApiKey,
+    version: i16,
+    body: &ResponseKind,
+) -> Result<Bytes, String> {
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0);
     let mut header = ResponseHeader::default();
@@ -58,13 +66,18 @@ fn frame(correlation_id: i32, key: ApiKey, version: i16, body: &ResponseKind) ->
     header
         .encode(&mut buf, key.response_header_version(version))
         .map_err(|e| format!("encoding response header: {e}"))?;
-    body.encode(&mut buf, version).map_err(|e| format!("encoding {key:?} v{version} response: {e}"))?;
+    body.encode(&mut buf, version)
+        .map_err(|e| format!("encoding {key:?} v{version} response: {e}"))?;
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.freeze())
 }
 
-fn decode(key: ApiKey, version: i16, mut body: Bytes) -> Result<(RequestHeader, RequestKind), String> {
+fn decode(
+    key: ApiKey,
+    version: i16,
+    mut body: Bytes,
+) -> Result<(RequestHeader, RequestKind), String> {
     std::panic::catch_unwind(move || {
         let header = RequestHeader::decode(&mut body, key.request_header_version(version))
             .map_err(|e| format!("malformed {key:?} v{version} request header: {e}"))?;
@@ -78,7 +91,10 @@ fn decode(key: ApiKey, version: i16, mut body: Bytes) -> Result<(RequestHeader, 
 /// Handles one request frame (without its size prefix).
 pub async fn handle(shard: &Rc<Shard>, body: Bytes) -> Outcome {
     if body.len() < 8 {
-        return Outcome::Close(format!("request of {} bytes is too short for a header", body.len()));
+        return Outcome::Close(format!(
+            "request of {} bytes is too short for a header",
+            body.len()
+        ));
     }
     let raw_key = i16::from_be_bytes([body[0], body[1]]);
     let version = i16::from_be_bytes([body[2], body[3]]);
@@ -94,38 +110,52 @@ pub async fn handle(shard: &Rc<Shard>, body: Bytes) -> Outcome {
             let response = handlers::api_versions::unsupported_version();
             return respond(correlation_id, key, 0, response);
         }
-        return Outcome::Close(format!("unsupported {key:?} version {version} (supported {min}-{max})"));
+        return Outcome::Close(format!(
+            "unsupported {key:?} version {version} (supported {min}-{max})"
+        ));
     }
     let (header, request) = match decode(key, version, body) {
         Ok(decoded) => decoded,
         Err(why) => return Outcome::Close(why),
     };
     let response = match request {
-        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(handlers::api_versions::handle(version, r)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(handlers::metadata::handle(shard, version, r).await),
+        RequestKind::ApiVersions(r) => {
+            ResponseKind::ApiVersions(handlers::api_versions::handle(version, r))
+        }
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(handlers::metadata::handle(shard, version, r).await)
+        }
         RequestKind::Produce(r) => match handlers::produce::handle(shard, version, r).await {
             Some(resp) => ResponseKind::Produce(resp),
             None => return Outcome::NoResponse,
         },
-        RequestKind::Fetch(r) => ResponseKind::Fetch(handlers::fetch::handle(shard, version, r).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(handlers::list_offsets::handle(shard, version, r).await),
-        RequestKind::OffsetForLeaderEpoch(r) => {
-            ResponseKind::OffsetForLeaderEpoch(handlers::offset_for_leader_epoch::handle(shard, version, r).await)
+        RequestKind::Fetch(r) => {
+            ResponseKind::Fetch(handlers::fetch::handle(shard, version, r).await)
         }
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(handlers::create_topics::handle(shard, version, r).await),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(handlers::delete_topics::handle(shard, version, r).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(handlers::list_offsets::handle(shard, version, r).await)
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
+            handlers::offset_for_leader_epoch::handle(shard, version, r).await,
+        ),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(handlers::create_topics::handle(shard, version, r).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(handlers::delete_topics::handle(shard, version, r).await)
+        }
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(handlers::delete_records::handle(shard, version, r).await)
         }
-        RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(handlers::describe_configs::handle(shard, version, r).await)
-        }
-        RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(handlers::create_partitions::handle(shard, version, r).await)
-        }
-        RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(handlers::describe_cluster::handle(shard, version, r).await)
-        }
+        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(
+            handlers::describe_configs::handle(shard, version, r).await,
+        ),
+        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
+            handlers::create_partitions::handle(shard, version, r).await,
+        ),
+        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(
+            handlers::describe_cluster::handle(shard, version, r).await,
+        ),
         _ => return Outcome::Close(format!("unsupported API {key:?}")),
     };
     let _ = header;

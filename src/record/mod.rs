@@ -127,11 +127,17 @@ pub fn framed_len(buf: &[u8]) -> Option<usize> {
 /// Checks one complete batch read back from storage: length, magic and CRC.
 pub fn check_stored(bytes: &[u8]) -> Result<BatchView<'_>, BatchError> {
     if bytes.len() < HEADER_LEN {
-        return Err(BatchError::Corrupt(format!("{} bytes is shorter than a header", bytes.len())));
+        return Err(BatchError::Corrupt(format!(
+            "{} bytes is shorter than a header",
+            bytes.len()
+        )));
     }
     let view = BatchView { bytes };
     if bytes[MAGIC] != 2 {
-        return Err(BatchError::Invalid(format!("magic {} is not 2", bytes[MAGIC] as i8)));
+        return Err(BatchError::Invalid(format!(
+            "magic {} is not 2",
+            bytes[MAGIC] as i8
+        )));
     }
     if view.stored_crc() != view.computed_crc() {
         return Err(BatchError::Corrupt(format!(
@@ -141,7 +147,9 @@ pub fn check_stored(bytes: &[u8]) -> Result<BatchView<'_>, BatchError> {
         )));
     }
     if view.last_offset_delta() < 0 || view.record_count() < 0 {
-        return Err(BatchError::Invalid("negative lastOffsetDelta or record count".into()));
+        return Err(BatchError::Invalid(
+            "negative lastOffsetDelta or record count".into(),
+        ));
     }
     Ok(view)
 }
@@ -202,7 +210,10 @@ fn count_plain_records(records: &[u8]) -> Option<i32> {
 }
 
 /// Validates every batch in a Produce request's record set.
-pub fn validate_batches(records: Bytes, max_batch_bytes: usize) -> Result<ValidatedBatches, BatchError> {
+pub fn validate_batches(
+    records: Bytes,
+    max_batch_bytes: usize,
+) -> Result<ValidatedBatches, BatchError> {
     let mut batches = Vec::new();
     let mut offset_count = 0i64;
     let mut pos = 0;
@@ -230,24 +241,40 @@ pub fn validate_batches(records: Bytes, max_batch_bytes: usize) -> Result<Valida
                 view.last_offset_delta()
             )));
         }
-        if view.compression() == 0 && count_plain_records(&view.bytes[HEADER_LEN..]) != Some(count) {
-            return Err(BatchError::Corrupt(format!("records do not add up to the count {count}")));
+        if view.compression() == 0 && count_plain_records(&view.bytes[HEADER_LEN..]) != Some(count)
+        {
+            return Err(BatchError::Corrupt(format!(
+                "records do not add up to the count {count}"
+            )));
         }
         if view.compression() > 4 {
-            return Err(BatchError::Invalid(format!("unknown compression {}", view.compression())));
+            return Err(BatchError::Invalid(format!(
+                "unknown compression {}",
+                view.compression()
+            )));
         }
         offset_count += count as i64;
         batches.push((pos, pos + len));
         pos += len;
     }
-    Ok(ValidatedBatches { records, batches, offset_count })
+    Ok(ValidatedBatches {
+        records,
+        batches,
+        offset_count,
+    })
 }
 
 /// Rewrites a batch copied into `batch` for the log: base offset, leader epoch and, under
 /// LogAppendTime, the timestamp type and max timestamp (which the CRC covers, so it is redone).
-pub fn assign_offsets(batch: &mut [u8], base_offset: i64, leader_epoch: i32, log_append_time: Option<i64>) {
+pub fn assign_offsets(
+    batch: &mut [u8],
+    base_offset: i64,
+    leader_epoch: i32,
+    log_append_time: Option<i64>,
+) {
     batch[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
-    batch[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+    batch[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
+        .copy_from_slice(&leader_epoch.to_be_bytes());
     if let Some(now) = log_append_time {
         let attrs = get_i16(batch, ATTRIBUTES) | TIMESTAMP_TYPE_LOG_APPEND;
         batch[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
@@ -266,7 +293,11 @@ pub fn record_timestamps(batch: &[u8]) -> Vec<(i64, i64)> {
     }
     let mut buf = Bytes::copy_from_slice(batch);
     match kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
-        Ok(set) => set.records.iter().map(|r| (r.offset, r.timestamp)).collect(),
+        Ok(set) => set
+            .records
+            .iter()
+            .map(|r| (r.offset, r.timestamp))
+            .collect(),
         Err(_) => vec![(view.base_offset(), view.max_timestamp())],
     }
 }

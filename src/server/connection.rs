@@ -26,13 +26,21 @@ use crate::shard::Shard;
 struct SharedStream(Rc<RefCell<TcpStream>>);
 
 impl AsyncRead for SharedStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for SharedStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -46,16 +54,25 @@ impl AsyncWrite for SharedStream {
 type Pending = (glommio::task::JoinHandle<Outcome>, Option<StaticPermit>);
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
     let stream = SharedStream(Rc::new(RefCell::new(stream)));
-    let (tx, rx) = local_channel::new_bounded::<Pending>(shard.config.connection_max_inflight_requests);
+    let (tx, rx) =
+        local_channel::new_bounded::<Pending>(shard.config.connection_max_inflight_requests);
     let writer = glommio::spawn_local(write_responses(stream.clone(), rx, peer.clone()));
     read_requests(&shard, stream, tx, &peer).await;
     writer.await;
 }
 
-async fn read_requests(shard: &Rc<Shard>, mut stream: SharedStream, tx: local_channel::LocalSender<Pending>, peer: &str) {
+async fn read_requests(
+    shard: &Rc<Shard>,
+    mut stream: SharedStream,
+    tx: local_channel::LocalSender<Pending>,
+    peer: &str,
+) {
     let max = shard.config.socket_request_max_bytes;
     let budget = shard.config.connection_max_inflight_bytes;
     let inflight_bytes = Rc::new(Semaphore::new(budget as u64));
@@ -65,11 +82,12 @@ async fn read_requests(shard: &Rc<Shard>, mut stream: SharedStream, tx: local_ch
         if shard.stopping.get() {
             return;
         }
-        let read = futures_lite::future::or(async { Some(stream.read_exact(&mut len).await) }, async {
-            stop.await;
-            None
-        })
-        .await;
+        let read =
+            futures_lite::future::or(async { Some(stream.read_exact(&mut len).await) }, async {
+                stop.await;
+                None
+            })
+            .await;
         match read {
             Some(Ok(())) => {}
             Some(Err(_)) | None => return,
@@ -82,7 +100,10 @@ async fn read_requests(shard: &Rc<Shard>, mut stream: SharedStream, tx: local_ch
             return;
         }
         let n = n as usize;
-        let permit = inflight_bytes.acquire_static_permit(n.min(budget) as u64).await.ok();
+        let permit = inflight_bytes
+            .acquire_static_permit(n.min(budget) as u64)
+            .await
+            .ok();
         let mut body = BytesMut::zeroed(n);
         if stream.read_exact(&mut body).await.is_err() {
             return;
@@ -102,7 +123,11 @@ async fn read_requests(shard: &Rc<Shard>, mut stream: SharedStream, tx: local_ch
     }
 }
 
-async fn write_responses(mut stream: SharedStream, rx: local_channel::LocalReceiver<Pending>, peer: String) {
+async fn write_responses(
+    mut stream: SharedStream,
+    rx: local_channel::LocalReceiver<Pending>,
+    peer: String,
+) {
     while let Some((task, permit)) = rx.recv().await {
         let outcome = task.await;
         drop(permit);

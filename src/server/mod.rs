@@ -28,11 +28,18 @@ struct Lifecycle {
 /// The CPUs this process may run on.
 fn allowed_cpus() -> Vec<usize> {
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } == 0;
+    let ok =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) }
+            == 0;
     if !ok {
-        return (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect();
+        return (0..std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1))
+            .collect();
     }
-    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
 }
 
 pub fn default_cores() -> usize {
@@ -46,7 +53,11 @@ fn reserve_port(host: &str) -> anyhow::Result<(socket2::Socket, u16)> {
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| anyhow::anyhow!("listeners: cannot resolve host '{host}'"))?;
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
     socket.set_reuse_port(true)?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
@@ -69,7 +80,10 @@ pub fn run(config: BrokerConfig, cores: usize) -> anyhow::Result<()> {
         std::fs::remove_file(&marker)?;
         std::fs::File::open(&log_dir)?.sync_all()?;
     } else if !snapshot.topics.is_empty() {
-        tracing::warn!("no clean-shutdown marker in {}: recovering logs", log_dir.display());
+        tracing::warn!(
+            "no clean-shutdown marker in {}: recovering logs",
+            log_dir.display()
+        );
     }
     let (placeholder, port) = if config.listen_port == 0 {
         let (s, p) = reserve_port(&config.listen_host)?;
@@ -78,19 +92,34 @@ pub fn run(config: BrokerConfig, cores: usize) -> anyhow::Result<()> {
         (None, config.listen_port)
     };
     let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])?;
-    let lifecycle = Arc::new(Lifecycle { stop: AtomicBool::new(false), connections_done: AtomicUsize::new(0) });
+    let lifecycle = Arc::new(Lifecycle {
+        stop: AtomicBool::new(false),
+        connections_done: AtomicUsize::new(0),
+    });
     let cpus = allowed_cpus();
     let mesh = MeshBuilder::<ShardMessage, _>::full(cores, 4096);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::new();
     for id in 0..cores {
-        let placement = if cores <= cpus.len() { Placement::Fixed(cpus[id]) } else { Placement::Unbound };
-        let (config, mesh, snapshot, lifecycle, ready) =
-            (config.clone(), mesh.clone(), snapshot.clone(), Arc::clone(&lifecycle), ready_tx.clone());
+        let placement = if cores <= cpus.len() {
+            Placement::Fixed(cpus[id])
+        } else {
+            Placement::Unbound
+        };
+        let (config, mesh, snapshot, lifecycle, ready) = (
+            config.clone(),
+            mesh.clone(),
+            snapshot.clone(),
+            Arc::clone(&lifecycle),
+            ready_tx.clone(),
+        );
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
             .spawn(move || async move {
-                shard_main(id, cores, port, config, mesh, snapshot, clean, lifecycle, ready).await
+                shard_main(
+                    id, cores, port, config, mesh, snapshot, clean, lifecycle, ready,
+                )
+                .await
             })
             .map_err(|e| anyhow::anyhow!("cannot start shard {id}: {e}"))?;
         handles.push(handle);
@@ -105,7 +134,11 @@ pub fn run(config: BrokerConfig, cores: usize) -> anyhow::Result<()> {
     }
     drop(placeholder);
     println!("shardlog: listening on {}:{port}", config.listen_host);
-    tracing::info!("serving {} topics on {cores} shards, data in {}", snapshot.topics.len(), log_dir.display());
+    tracing::info!(
+        "serving {} topics on {cores} shards, data in {}",
+        snapshot.topics.len(),
+        log_dir.display()
+    );
     if let Some(sig) = signals.forever().next() {
         tracing::info!("signal {sig}: shutting down");
     }
@@ -145,7 +178,10 @@ async fn shard_main(
         shard.advertised_port.set(port);
     }
     if let Err(e) = crate::storage::probe_direct_io(&shard.config.log_dir, id).await {
-        let _ = ready.send(Err(format!("direct I/O on {}: {e}", shard.config.log_dir.display())));
+        let _ = ready.send(Err(format!(
+            "direct I/O on {}: {e}",
+            shard.config.log_dir.display()
+        )));
         return false;
     }
     shard.spawn_mesh_receivers(receivers);

@@ -24,9 +24,17 @@ pub struct NewTopic {
 }
 
 pub enum AdminRequest {
-    CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
-    DeleteTopics { names: Vec<String> },
-    CreatePartitions { topics: Vec<(String, i32)>, validate_only: bool },
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
+    CreatePartitions {
+        topics: Vec<(String, i32)>,
+        validate_only: bool,
+    },
 }
 
 /// The topic as it is after the change (for creates), or the error.
@@ -44,7 +52,14 @@ pub async fn request(shard: &Rc<Shard>, req: AdminRequest) -> AdminResponse {
     };
     match shard.call(0, ShardRequest::Admin(req)).await {
         Some(ShardResponse::Admin(r)) => r,
-        _ => (0..n).map(|_| Err(KafkaError::new(error::UNKNOWN_SERVER_ERROR, "metadata shard did not answer"))).collect(),
+        _ => (0..n)
+            .map(|_| {
+                Err(KafkaError::new(
+                    error::UNKNOWN_SERVER_ERROR,
+                    "metadata shard did not answer",
+                ))
+            })
+            .collect(),
     }
 }
 
@@ -54,8 +69,14 @@ pub async fn serve(shard: &Rc<Shard>, req: AdminRequest) -> AdminResponse {
     let mut next: MetadataSnapshot = (*current).clone();
     next.version += 1;
     let (results, commit) = match req {
-        AdminRequest::CreateTopics { topics, validate_only } => {
-            let r: Vec<_> = topics.into_iter().map(|t| create_topic(shard, &mut next, t)).collect();
+        AdminRequest::CreateTopics {
+            topics,
+            validate_only,
+        } => {
+            let r: Vec<_> = topics
+                .into_iter()
+                .map(|t| create_topic(shard, &mut next, t))
+                .collect();
             (r, !validate_only)
         }
         AdminRequest::DeleteTopics { names } => {
@@ -63,14 +84,23 @@ pub async fn serve(shard: &Rc<Shard>, req: AdminRequest) -> AdminResponse {
                 .into_iter()
                 .map(|n| {
                     next.topics.remove(&n).ok_or_else(|| {
-                        KafkaError::new(error::UNKNOWN_TOPIC_OR_PARTITION, "This server does not host this topic-partition.")
+                        KafkaError::new(
+                            error::UNKNOWN_TOPIC_OR_PARTITION,
+                            "This server does not host this topic-partition.",
+                        )
                     })
                 })
                 .collect();
             (r, true)
         }
-        AdminRequest::CreatePartitions { topics, validate_only } => {
-            let r = topics.into_iter().map(|(n, count)| add_partitions(shard, &mut next, &n, count)).collect();
+        AdminRequest::CreatePartitions {
+            topics,
+            validate_only,
+        } => {
+            let r = topics
+                .into_iter()
+                .map(|(n, count)| add_partitions(shard, &mut next, &n, count))
+                .collect();
             (r, !validate_only)
         }
     };
@@ -78,34 +108,56 @@ pub async fn serve(shard: &Rc<Shard>, req: AdminRequest) -> AdminResponse {
     if commit && changed {
         if let Err(e) = install(shard, next).await {
             tracing::error!("cannot write topic metadata: {e}");
-            return results.into_iter().map(|_| Err(KafkaError::storage(&e))).collect();
+            return results
+                .into_iter()
+                .map(|_| Err(KafkaError::storage(&e)))
+                .collect();
         }
     }
     results
 }
 
-fn create_topic(shard: &Shard, next: &mut MetadataSnapshot, t: NewTopic) -> Result<TopicMeta, KafkaError> {
-    metadata::validate_topic_name(&t.name).map_err(|m| KafkaError::new(error::INVALID_TOPIC_EXCEPTION, m))?;
+fn create_topic(
+    shard: &Shard,
+    next: &mut MetadataSnapshot,
+    t: NewTopic,
+) -> Result<TopicMeta, KafkaError> {
+    metadata::validate_topic_name(&t.name)
+        .map_err(|m| KafkaError::new(error::INVALID_TOPIC_EXCEPTION, m))?;
     if next.topics.contains_key(&t.name) {
-        return Err(KafkaError::new(error::TOPIC_ALREADY_EXISTS, format!("Topic '{}' already exists.", t.name)));
+        return Err(KafkaError::new(
+            error::TOPIC_ALREADY_EXISTS,
+            format!("Topic '{}' already exists.", t.name),
+        ));
     }
-    let partitions = if t.partitions == -1 { shard.config.num_partitions } else { t.partitions };
+    let partitions = if t.partitions == -1 {
+        shard.config.num_partitions
+    } else {
+        t.partitions
+    };
     if partitions <= 0 || partitions > MAX_PARTITIONS {
         return Err(KafkaError::new(
             error::INVALID_PARTITIONS,
-            format!("Number of partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}."),
+            format!(
+                "Number of partitions must be between 1 and {MAX_PARTITIONS}, got {partitions}."
+            ),
         ));
     }
     if t.replication_factor != -1 && t.replication_factor != 1 {
         return Err(KafkaError::new(
             error::INVALID_REPLICATION_FACTOR,
-            format!("Replication factor: {} larger than available brokers: 1.", t.replication_factor),
+            format!(
+                "Replication factor: {} larger than available brokers: 1.",
+                t.replication_factor
+            ),
         ));
     }
     let configs = TopicConfigs::new(t.configs, &shard.config.log_defaults)
         .map_err(|m| KafkaError::new(error::INVALID_CONFIG, m))?;
     let meta = TopicMeta {
-        shards: (0..partitions).map(|p| metadata::place_partition(&t.name, p, shard.count)).collect(),
+        shards: (0..partitions)
+            .map(|p| metadata::place_partition(&t.name, p, shard.count))
+            .collect(),
         name: t.name.clone(),
         id: metadata::new_topic_id(),
         configs,
@@ -114,9 +166,17 @@ fn create_topic(shard: &Shard, next: &mut MetadataSnapshot, t: NewTopic) -> Resu
     Ok(meta)
 }
 
-fn add_partitions(shard: &Shard, next: &mut MetadataSnapshot, name: &str, count: i32) -> Result<TopicMeta, KafkaError> {
+fn add_partitions(
+    shard: &Shard,
+    next: &mut MetadataSnapshot,
+    name: &str,
+    count: i32,
+) -> Result<TopicMeta, KafkaError> {
     let t = next.topics.get_mut(name).ok_or_else(|| {
-        KafkaError::new(error::UNKNOWN_TOPIC_OR_PARTITION, format!("The topic '{name}' does not exist."))
+        KafkaError::new(
+            error::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("The topic '{name}' does not exist."),
+        )
     })?;
     let have = t.partition_count();
     if count <= have {
@@ -126,10 +186,14 @@ fn add_partitions(shard: &Shard, next: &mut MetadataSnapshot, name: &str, count:
         ));
     }
     if count > MAX_PARTITIONS {
-        return Err(KafkaError::new(error::INVALID_PARTITIONS, format!("At most {MAX_PARTITIONS} partitions")));
+        return Err(KafkaError::new(
+            error::INVALID_PARTITIONS,
+            format!("At most {MAX_PARTITIONS} partitions"),
+        ));
     }
     for p in have..count {
-        t.shards.push(metadata::place_partition(name, p, shard.count));
+        t.shards
+            .push(metadata::place_partition(name, p, shard.count));
     }
     Ok(t.clone())
 }

@@ -28,7 +28,10 @@ pub use ops::{FetchData, OpKind, OpOutcome, OpResult, PartitionOp};
 pub enum ShardRequest {
     Partitions(Vec<PartitionOp>),
     /// Resolves once any listed partition has data past the offset, or at the deadline.
-    WaitForData { parts: Vec<(String, i32, i64)>, wait: Duration },
+    WaitForData {
+        parts: Vec<(String, i32, i64)>,
+        wait: Duration,
+    },
     Admin(admin::AdminRequest),
     ApplyMetadata(MetadataSnapshot),
 }
@@ -44,13 +47,17 @@ pub struct ShardMessage {
     pub reply: oneshot::Sender<ShardResponse>,
 }
 
+type TopicId = [u8; 16];
+type PartitionKey = (String, i32);
+
 pub struct Shard {
     pub id: usize,
     pub count: usize,
     pub config: Rc<BrokerConfig>,
     pub advertised_port: Cell<u16>,
     metadata: RefCell<Rc<MetadataSnapshot>>,
-    partitions: RefCell<HashMap<(String, i32), (Rc<PartitionLog>, [u8; 16])>>,
+    /// Owned partitions, each with the id of the topic it belongs to.
+    partitions: RefCell<HashMap<PartitionKey, (Rc<PartitionLog>, TopicId)>>,
     /// Notified whenever any partition of this shard has new data.
     pub data_appended: Rc<Event>,
     senders: Senders<ShardMessage>,
@@ -63,7 +70,12 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(id: usize, count: usize, config: Rc<BrokerConfig>, senders: Senders<ShardMessage>) -> Rc<Shard> {
+    pub fn new(
+        id: usize,
+        count: usize,
+        config: Rc<BrokerConfig>,
+        senders: Senders<ShardMessage>,
+    ) -> Rc<Shard> {
         Rc::new(Shard {
             id,
             count,
@@ -94,11 +106,18 @@ impl Shard {
     }
 
     pub fn local_partition(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
-        self.partitions.borrow().get(&(topic.to_string(), partition)).map(|(l, _)| Rc::clone(l))
+        self.partitions
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .map(|(l, _)| Rc::clone(l))
     }
 
     pub fn local_partitions(&self) -> Vec<Rc<PartitionLog>> {
-        self.partitions.borrow().values().map(|(l, _)| Rc::clone(l)).collect()
+        self.partitions
+            .borrow()
+            .values()
+            .map(|(l, _)| Rc::clone(l))
+            .collect()
     }
 
     /// Sends a request to shard `to` and waits for its answer.
@@ -115,7 +134,8 @@ impl Shard {
     pub async fn run_partition_ops(self: &Rc<Self>, ops: Vec<PartitionOp>) -> Vec<OpOutcome> {
         let meta = self.metadata();
         let mut results: Vec<Option<OpOutcome>> = (0..ops.len()).map(|_| None).collect();
-        let mut per_shard: Vec<(Vec<usize>, Vec<PartitionOp>)> = (0..self.count).map(|_| (Vec::new(), Vec::new())).collect();
+        let mut per_shard: Vec<(Vec<usize>, Vec<PartitionOp>)> =
+            (0..self.count).map(|_| (Vec::new(), Vec::new())).collect();
         for (i, op) in ops.into_iter().enumerate() {
             match meta.shard_of(&op.topic, op.partition) {
                 Some(s) => {
@@ -139,7 +159,15 @@ impl Shard {
                     match me.call(shard, ShardRequest::Partitions(ops)).await {
                         Some(ShardResponse::Partitions(r)) => r,
                         _ => (0..n)
-                            .map(|_| Err((KafkaError::new(error::UNKNOWN_SERVER_ERROR, "shard did not answer"), None)))
+                            .map(|_| {
+                                Err((
+                                    KafkaError::new(
+                                        error::UNKNOWN_SERVER_ERROR,
+                                        "shard did not answer",
+                                    ),
+                                    None,
+                                ))
+                            })
                             .collect(),
                     }
                 };
@@ -153,7 +181,14 @@ impl Shard {
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err((KafkaError::new(error::UNKNOWN_SERVER_ERROR, "no result"), None))))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err((
+                        KafkaError::new(error::UNKNOWN_SERVER_ERROR, "no result"),
+                        None,
+                    ))
+                })
+            })
             .collect()
     }
 
@@ -190,11 +225,17 @@ impl Shard {
                     -2 | -4 => Ok(Some((log.log_start_offset(), -1))),
                     -3 => log.max_timestamp_offset().await,
                     t if t >= 0 => log.offset_for_timestamp(t).await,
-                    t => Err(KafkaError::new(error::INVALID_REQUEST, format!("unknown timestamp {t}"))),
+                    t => Err(KafkaError::new(
+                        error::INVALID_REQUEST,
+                        format!("unknown timestamp {t}"),
+                    )),
                 };
                 match found {
                     Ok(Some((offset, timestamp))) => Ok(OpResult::Offset { offset, timestamp }),
-                    Ok(None) => Ok(OpResult::Offset { offset: -1, timestamp: -1 }),
+                    Ok(None) => Ok(OpResult::Offset {
+                        offset: -1,
+                        timestamp: -1,
+                    }),
                     Err(e) => Err((e, marks(&log))),
                 }
             }
@@ -212,7 +253,8 @@ impl Shard {
     /// True if any of these local partitions has data past the given offset.
     fn has_data(&self, parts: &[(String, i32, i64)]) -> bool {
         parts.iter().any(|(t, p, off)| {
-            self.local_partition(t, *p).is_some_and(|l| l.high_watermark() > *off || l.log_start_offset() > *off)
+            self.local_partition(t, *p)
+                .is_some_and(|l| l.high_watermark() > *off || l.log_start_offset() > *off)
         })
     }
 
@@ -252,7 +294,9 @@ impl Shard {
 
     async fn serve(self: &Rc<Self>, request: ShardRequest) -> ShardResponse {
         match request {
-            ShardRequest::Partitions(ops) => ShardResponse::Partitions(self.execute_local(ops).await),
+            ShardRequest::Partitions(ops) => {
+                ShardResponse::Partitions(self.execute_local(ops).await)
+            }
             ShardRequest::WaitForData { parts, wait } => {
                 self.wait_local(&parts, wait).await;
                 ShardResponse::Done
@@ -279,7 +323,10 @@ impl Shard {
             .borrow()
             .iter()
             .filter(|((t, p), (_, id))| {
-                snapshot.topics.get(t).is_none_or(|m| m.id != *id || *p >= m.partition_count())
+                snapshot
+                    .topics
+                    .get(t)
+                    .is_none_or(|m| m.id != *id || *p >= m.partition_count())
             })
             .map(|(k, (l, _))| (k.clone(), Rc::clone(l)))
             .collect();
@@ -289,7 +336,9 @@ impl Shard {
                 tracing::warn!("closing {}: {e}", log.dir.display());
             }
             let dir = log.dir.clone();
-            let removed = glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+            let removed = glommio::executor()
+                .spawn_blocking(move || std::fs::remove_dir_all(dir))
+                .await;
             if let Err(e) = removed {
                 tracing::warn!("removing {}: {e}", log.dir.display());
             }
@@ -315,13 +364,25 @@ impl Shard {
                 let settings = self.log_settings();
                 let events = Rc::clone(&self.data_appended);
                 let opened = if exists {
-                    PartitionLog::open(&log_dir, &t.name, p, config.clone(), settings, events, clean).await
+                    PartitionLog::open(
+                        &log_dir,
+                        &t.name,
+                        p,
+                        config.clone(),
+                        settings,
+                        events,
+                        clean,
+                    )
+                    .await
                 } else {
-                    PartitionLog::create(&log_dir, &t.name, p, config.clone(), settings, events).await
+                    PartitionLog::create(&log_dir, &t.name, p, config.clone(), settings, events)
+                        .await
                 };
                 match opened {
                     Ok(log) => {
-                        self.partitions.borrow_mut().insert((t.name.clone(), p), (log, t.id));
+                        self.partitions
+                            .borrow_mut()
+                            .insert((t.name.clone(), p), (log, t.id));
                     }
                     Err(e) => tracing::error!("cannot open partition {}: {e}", dir.display()),
                 }

@@ -15,11 +15,21 @@ pub struct PartitionOp {
 
 pub enum OpKind {
     /// Already validated on the connection's shard; `sync` for acks=-1.
-    Produce { batches: ValidatedBatches, sync: bool },
-    Fetch { offset: i64, max_bytes: usize },
+    Produce {
+        batches: ValidatedBatches,
+        sync: bool,
+    },
+    Fetch {
+        offset: i64,
+        max_bytes: usize,
+    },
     /// Kafka's ListOffsets timestamp: -1 latest, -2 earliest, -3 max timestamp, -4 earliest local.
-    ListOffsets { timestamp: i64 },
-    DeleteRecords { offset: i64 },
+    ListOffsets {
+        timestamp: i64,
+    },
+    DeleteRecords {
+        offset: i64,
+    },
     /// High watermark and log start offset.
     Info,
 }
@@ -33,12 +43,22 @@ pub struct FetchData {
 
 #[derive(Debug)]
 pub enum OpResult {
-    Produce { base_offset: i64, log_append_time: i64, log_start_offset: i64 },
+    Produce {
+        base_offset: i64,
+        log_append_time: i64,
+        log_start_offset: i64,
+    },
     /// The error of a failed fetch still carries the watermarks.
     Fetch(FetchData),
-    Offset { offset: i64, timestamp: i64 },
+    Offset {
+        offset: i64,
+        timestamp: i64,
+    },
     LowWatermark(i64),
-    Info { high_watermark: i64, log_start_offset: i64 },
+    Info {
+        high_watermark: i64,
+        log_start_offset: i64,
+    },
 }
 
 pub type OpOutcome = Result<OpResult, (KafkaError, Option<(i64, i64)>)>;

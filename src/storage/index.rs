@@ -38,7 +38,7 @@ impl OffsetIndex {
 
     /// Parses and sanity-checks an index file against its log's size; `None` if damaged.
     pub fn decode(bytes: &[u8], log_size: u64) -> Option<Self> {
-        if bytes.len() % 8 != 0 {
+        if !bytes.len().is_multiple_of(8) {
             return None;
         }
         let mut entries = Vec::with_capacity(bytes.len() / 8);
@@ -96,7 +96,7 @@ impl TimeIndex {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() % 12 != 0 {
+        if !bytes.len().is_multiple_of(12) {
             return None;
         }
         let mut idx = TimeIndex::default();
@@ -122,14 +122,19 @@ mod tests {
 
     #[test]
     fn offset_floor_and_round_trip() {
-        let idx = OffsetIndex { entries: vec![(10, 4096), (20, 8192)] };
+        let idx = OffsetIndex {
+            entries: vec![(10, 4096), (20, 8192)],
+        };
         assert_eq!(idx.floor_position(5), 0);
         assert_eq!(idx.floor_position(10), 4096);
         assert_eq!(idx.floor_position(19), 4096);
         assert_eq!(idx.floor_position(25), 8192);
         let back = OffsetIndex::decode(&idx.encode(), 10_000).unwrap();
         assert_eq!(back.entries, idx.entries);
-        assert!(OffsetIndex::decode(&idx.encode(), 8000).is_none(), "position past the log");
+        assert!(
+            OffsetIndex::decode(&idx.encode(), 8000).is_none(),
+            "position past the log"
+        );
         assert!(OffsetIndex::decode(&idx.encode()[..7], 10_000).is_none());
     }
 

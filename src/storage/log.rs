@@ -83,10 +83,16 @@ struct LogState {
 
 impl LogState {
     fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("a log always has an active segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
     }
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().expect("a log always has an active segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 }
 
@@ -137,8 +143,21 @@ impl PartitionLog {
         let dir = partition_dir(log_dir, topic, partition);
         let d = dir.clone();
         blocking(move || std::fs::create_dir_all(&d)).await?;
-        write_small_file(dir.join(LEADER_EPOCH_FILE), format!("0\n1\n{LEADER_EPOCH} 0\n")).await?;
-        Self::open(log_dir, topic, partition, config, settings, data_appended, true).await
+        write_small_file(
+            dir.join(LEADER_EPOCH_FILE),
+            format!("0\n1\n{LEADER_EPOCH} 0\n"),
+        )
+        .await?;
+        Self::open(
+            log_dir,
+            topic,
+            partition,
+            config,
+            settings,
+            data_appended,
+            true,
+        )
+        .await
     }
 
     /// Opens an existing partition. Unless the broker shut down cleanly, every segment from the
@@ -180,7 +199,9 @@ impl PartitionLog {
         let recovery_point = if clean {
             i64::MAX
         } else {
-            read_small_number(dir.join(RECOVERY_POINT_FILE)).await.unwrap_or(0)
+            read_small_number(dir.join(RECOVERY_POINT_FILE))
+                .await
+                .unwrap_or(0)
         };
         let mut segments = BTreeMap::new();
         let last = *bases.last().unwrap_or(&0);
@@ -201,7 +222,11 @@ impl PartitionLog {
             }
             if must_scan || !loaded || is_last {
                 // A full scan, or for a trusted last segment a scan from its last index entry.
-                let from = if loaded { seg.index.last_position() as u64 } else { 0 };
+                let from = if loaded {
+                    seg.index.last_position() as u64
+                } else {
+                    0
+                };
                 if !loaded {
                     seg.index = Default::default();
                     seg.time_index = Default::default();
@@ -224,7 +249,10 @@ impl PartitionLog {
                             file_size - valid
                         );
                     }
-                    seg.file.truncate(valid).await.map_err(std::io::Error::from)?;
+                    seg.file
+                        .truncate(valid)
+                        .await
+                        .map_err(std::io::Error::from)?;
                     if !is_last && !padding_only {
                         // Everything after damage is unreachable: drop later segments.
                         segments.insert(base, seg);
@@ -243,10 +271,16 @@ impl PartitionLog {
         }
         let (first_base, next_offset) = {
             let first = segments.values().next().map(|s| s.base_offset).unwrap_or(0);
-            let last = segments.values().next_back().map(|s| s.next_offset).unwrap_or(0);
+            let last = segments
+                .values()
+                .next_back()
+                .map(|s| s.next_offset)
+                .unwrap_or(0);
             (first, last)
         };
-        let stored_start = read_small_number(dir.join(LOG_START_FILE)).await.unwrap_or(0);
+        let stored_start = read_small_number(dir.join(LOG_START_FILE))
+            .await
+            .unwrap_or(0);
         let log_start_offset = stored_start.max(first_base).min(next_offset);
         let mut state = LogState {
             segments,
@@ -259,11 +293,17 @@ impl PartitionLog {
         let active = state.active();
         let aligned = active.size / BLOCK * BLOCK;
         if active.size > aligned {
-            let bytes = active.read(aligned, (active.size - aligned) as usize).await?;
+            let bytes = active
+                .read(aligned, (active.size - aligned) as usize)
+                .await?;
             state.tail_block = bytes.to_vec();
         }
         // Appends will be at a new position: mark this segment as needing recovery from now.
-        write_small_file(dir.join(RECOVERY_POINT_FILE), state.active().base_offset.to_string()).await?;
+        write_small_file(
+            dir.join(RECOVERY_POINT_FILE),
+            state.active().base_offset.to_string(),
+        )
+        .await?;
         let log = Rc::new(PartitionLog {
             topic: topic.to_string(),
             partition,
@@ -306,13 +346,22 @@ impl PartitionLog {
 
     /// Queues validated batches and waits for them to be written (and synced if `sync`).
     /// Producers faster than the disk wait here once the queue holds too many bytes.
-    pub async fn append(&self, batches: ValidatedBatches, sync: bool) -> Result<AppendOutcome, KafkaError> {
+    pub async fn append(
+        &self,
+        batches: ValidatedBatches,
+        sync: bool,
+    ) -> Result<AppendOutcome, KafkaError> {
         let bytes = batches.records.len();
         loop {
             if self.closing.get() {
-                return Err(KafkaError::new(error::UNKNOWN_TOPIC_OR_PARTITION, "partition is closing"));
+                return Err(KafkaError::new(
+                    error::UNKNOWN_TOPIC_OR_PARTITION,
+                    "partition is closing",
+                ));
             }
-            if self.pending_bytes.get() == 0 || self.pending_bytes.get() + bytes <= self.settings.max_pending_bytes {
+            if self.pending_bytes.get() == 0
+                || self.pending_bytes.get() + bytes <= self.settings.max_pending_bytes
+            {
                 break;
             }
             let listener = self.pending_drained.listen();
@@ -322,11 +371,20 @@ impl PartitionLog {
             listener.await;
         }
         let (tx, rx) = oneshot::channel();
-        self.pending.borrow_mut().push_back(PendingAppend { batches, bytes, sync, reply: tx });
+        self.pending.borrow_mut().push_back(PendingAppend {
+            batches,
+            bytes,
+            sync,
+            reply: tx,
+        });
         self.pending_bytes.set(self.pending_bytes.get() + bytes);
         self.appender_wake.notify(1);
-        rx.await
-            .unwrap_or_else(|_| Err(KafkaError::new(error::UNKNOWN_TOPIC_OR_PARTITION, "partition was closed")))
+        rx.await.unwrap_or_else(|_| {
+            Err(KafkaError::new(
+                error::UNKNOWN_TOPIC_OR_PARTITION,
+                "partition was closed",
+            ))
+        })
     }
 
     async fn run_appender(self: Rc<Self>) {
@@ -372,7 +430,9 @@ impl PartitionLog {
         let needs_roll = {
             let st = self.state.borrow();
             let a = st.active();
-            a.size > 0 && (a.size + total as u64 > config.segment_bytes || now - a.created_ms >= config.segment_ms)
+            a.size > 0
+                && (a.size + total as u64 > config.segment_bytes
+                    || now - a.created_ms >= config.segment_ms)
         };
         if needs_roll {
             if let Err(e) = self.roll(now).await {
@@ -395,7 +455,11 @@ impl PartitionLog {
             out[..lead].copy_from_slice(&st.tail_block);
             let mut at = lead;
             let mut next = st.next_offset;
-            let append_time = if config.log_append_time { Some(now) } else { None };
+            let append_time = if config.log_append_time {
+                Some(now)
+            } else {
+                None
+            };
             let mut outcomes = Vec::with_capacity(round.len());
             for p in &round {
                 let base = next;
@@ -461,7 +525,9 @@ impl PartitionLog {
         let mut at = lead;
         while at < lead + total {
             let len = record::framed_len(&bytes[at..]).unwrap_or(lead + total - at);
-            let view = BatchView { bytes: &bytes[at..at + len] };
+            let view = BatchView {
+                bytes: &bytes[at..at + len],
+            };
             active.track_batch(pos, &view, config.index_interval_bytes);
             pos += len as u64;
             at += len;
@@ -520,7 +586,10 @@ impl PartitionLog {
             if offset < st.log_start_offset || offset > st.next_offset {
                 return Err(KafkaError::new(
                     error::OFFSET_OUT_OF_RANGE,
-                    format!("offset {offset} is outside [{}, {}]", st.log_start_offset, st.next_offset),
+                    format!(
+                        "offset {offset} is outside [{}, {}]",
+                        st.log_start_offset, st.next_offset
+                    ),
                 ));
             }
             if offset == st.next_offset {
@@ -533,7 +602,12 @@ impl PartitionLog {
                 return Ok(Bytes::new());
             };
             let rel = (offset - seg.base_offset) as u32;
-            (Rc::clone(&seg.file), seg.index.floor_position(rel) as u64, seg.base_offset, seg.size)
+            (
+                Rc::clone(&seg.file),
+                seg.index.floor_position(rel) as u64,
+                seg.base_offset,
+                seg.size,
+            )
         };
         let mut file = segment_file;
         let mut size = seg_size;
@@ -569,7 +643,9 @@ impl PartitionLog {
                     }
                     break;
                 }
-                let view = BatchView { bytes: &chunk[at..at + len] };
+                let view = BatchView {
+                    bytes: &chunk[at..at + len],
+                };
                 if view.next_offset() > offset {
                     if !out.is_empty() && out.len() + len > max_bytes {
                         return Ok(out.freeze());
@@ -594,12 +670,20 @@ impl PartitionLog {
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, KafkaError> {
         let (file, mut pos, size, log_start) = {
             let st = self.state.borrow();
-            let Some(seg) = st.segments.values().find(|s| s.max_timestamp >= ts && s.next_offset > st.log_start_offset)
+            let Some(seg) = st
+                .segments
+                .values()
+                .find(|s| s.max_timestamp >= ts && s.next_offset > st.log_start_offset)
             else {
                 return Ok(None);
             };
             let rel = seg.time_index.scan_start(ts);
-            (Rc::clone(&seg.file), seg.index.floor_position(rel) as u64, seg.size, st.log_start_offset)
+            (
+                Rc::clone(&seg.file),
+                seg.index.floor_position(rel) as u64,
+                seg.size,
+                st.log_start_offset,
+            )
         };
         while pos < size {
             let want = ((size - pos) as usize).min(1 << 20);
@@ -633,15 +717,25 @@ impl PartitionLog {
     pub async fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, KafkaError> {
         let (ts, batch) = {
             let st = self.state.borrow();
-            match st.segments.values().filter(|s| s.next_offset > st.log_start_offset).max_by_key(|s| s.max_timestamp) {
+            match st
+                .segments
+                .values()
+                .filter(|s| s.next_offset > st.log_start_offset)
+                .max_by_key(|s| s.max_timestamp)
+            {
                 Some(s) if s.max_timestamp >= 0 => (s.max_timestamp, s.max_timestamp_batch),
                 _ => return Ok(None),
             }
         };
         let bytes = self.read(batch.max(self.log_start_offset()), 1).await?;
-        let Some(len) = record::framed_len(&bytes) else { return Ok(Some((batch, ts))) };
+        let Some(len) = record::framed_len(&bytes) else {
+            return Ok(Some((batch, ts)));
+        };
         let records = record::record_timestamps(&bytes[..len.min(bytes.len())]);
-        Ok(records.into_iter().filter(|&(_, t)| t == ts).map(|(o, t)| (o, t)).next().or(Some((batch, ts))))
+        Ok(records
+            .into_iter()
+            .find(|&(_, t)| t == ts)
+            .or(Some((batch, ts))))
     }
 
     /// Moves the log start offset forward (DeleteRecords); -1 means the high watermark.
@@ -649,7 +743,10 @@ impl PartitionLog {
         let hw = self.high_watermark();
         let target = if offset == -1 { hw } else { offset };
         if target < 0 || target > hw {
-            return Err(KafkaError::new(error::OFFSET_OUT_OF_RANGE, format!("offset {offset} is past the high watermark {hw}")));
+            return Err(KafkaError::new(
+                error::OFFSET_OUT_OF_RANGE,
+                format!("offset {offset} is past the high watermark {hw}"),
+            ));
         }
         if target > self.log_start_offset() {
             self.state.borrow_mut().log_start_offset = target;
@@ -694,8 +791,11 @@ impl PartitionLog {
                 if s.base_offset == active_base {
                     break;
                 }
-                let expired = config.retention_ms >= 0 && s.max_timestamp >= 0 && now - s.max_timestamp > config.retention_ms;
-                let oversize = config.retention_bytes >= 0 && total - s.size as i64 >= config.retention_bytes;
+                let expired = config.retention_ms >= 0
+                    && s.max_timestamp >= 0
+                    && now - s.max_timestamp > config.retention_ms;
+                let oversize =
+                    config.retention_bytes >= 0 && total - s.size as i64 >= config.retention_bytes;
                 if !(expired || oversize) {
                     break;
                 }
@@ -706,10 +806,18 @@ impl PartitionLog {
         };
         if let Some(start) = new_start {
             if start > self.log_start_offset() {
-                tracing::info!("{}: retention moves the log start offset to {start}", self.dir.display());
+                tracing::info!(
+                    "{}: retention moves the log start offset to {start}",
+                    self.dir.display()
+                );
                 self.state.borrow_mut().log_start_offset = start;
-                if let Err(e) = write_small_file(self.dir.join(LOG_START_FILE), start.to_string()).await {
-                    tracing::error!("{}: cannot record log start offset: {e}", self.dir.display());
+                if let Err(e) =
+                    write_small_file(self.dir.join(LOG_START_FILE), start.to_string()).await
+                {
+                    tracing::error!(
+                        "{}: cannot record log start offset: {e}",
+                        self.dir.display()
+                    );
                 }
                 self.delete_segments_below_start().await;
             }
@@ -760,7 +868,9 @@ fn read_hot(hot: &VecDeque<HotChunk>, offset: i64, max_bytes: usize) -> Bytes {
             if at + len > bytes.len() {
                 break;
             }
-            let view = BatchView { bytes: &bytes[at..at + len] };
+            let view = BatchView {
+                bytes: &bytes[at..at + len],
+            };
             if view.next_offset() > offset {
                 if !out.is_empty() && out.len() + len > max_bytes {
                     return out.freeze();
@@ -776,7 +886,9 @@ fn read_hot(hot: &VecDeque<HotChunk>, offset: i64, max_bytes: usize) -> Bytes {
 /// True if the file holds only zero bytes from `from` on (O_DIRECT padding, not damage).
 fn tail_is_zero(path: &Path, from: u64) -> bool {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else { return false };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
     if f.seek(SeekFrom::Start(from)).is_err() {
         return false;
     }
@@ -795,7 +907,10 @@ fn tail_is_zero(path: &Path, from: u64) -> bool {
 }
 
 async fn remove_segment_files(dir: &Path, base: i64) {
-    let paths: Vec<PathBuf> = ["log", "index", "timeindex"].iter().map(|e| dir.join(file_name(base, e))).collect();
+    let paths: Vec<PathBuf> = ["log", "index", "timeindex"]
+        .iter()
+        .map(|e| dir.join(file_name(base, e)))
+        .collect();
     blocking(move || {
         for p in paths {
             let _ = std::fs::remove_file(p);

@@ -26,7 +26,11 @@ pub async fn probe_direct_io(log_dir: &std::path::Path, shard: usize) -> std::io
     glommio::executor()
         .spawn_blocking(move || std::fs::write(&p, vec![0u8; 4096]))
         .await?;
-    let file = glommio::io::DmaFile::open(&path).await.map_err(std::io::Error::from)?;
+    let file = glommio::io::DmaFile::open(&path)
+        .await
+        .map_err(std::io::Error::from)?;
     file.close().await.map_err(std::io::Error::from)?;
-    glommio::executor().spawn_blocking(move || std::fs::remove_file(path)).await
+    glommio::executor()
+        .spawn_blocking(move || std::fs::remove_file(path))
+        .await
 }

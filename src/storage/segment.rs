@@ -94,7 +94,12 @@ impl Segment {
     }
 
     /// Records a batch that now lies at `position` (its header already rewritten).
-    pub fn track_batch(&mut self, position: u64, batch: &record::BatchView<'_>, index_interval: u32) {
+    pub fn track_batch(
+        &mut self,
+        position: u64,
+        batch: &record::BatchView<'_>,
+        index_interval: u32,
+    ) {
         let relative = (batch.base_offset() - self.base_offset) as u32;
         let after_last = self.index.entries.last().is_none_or(|&(o, _)| relative > o);
         if position > 0 && after_last && self.bytes_since_index >= index_interval as u64 {
@@ -116,7 +121,11 @@ impl Segment {
         if len == 0 {
             return Ok(bytes::Bytes::new());
         }
-        let r = self.file.read_at(position, len).await.map_err(std::io::Error::from)?;
+        let r = self
+            .file
+            .read_at(position, len)
+            .await
+            .map_err(std::io::Error::from)?;
         Ok(bytes::Bytes::copy_from_slice(&r[..]))
     }
 
@@ -134,7 +143,9 @@ impl Segment {
             loop {
                 let rest = &buf[at..];
                 let Some(len) = record::framed_len(rest) else {
-                    if rest.len() >= record::LOG_OVERHEAD || pos + (at as u64) + (rest.len() as u64) >= file_size {
+                    if rest.len() >= record::LOG_OVERHEAD
+                        || pos + (at as u64) + (rest.len() as u64) >= file_size
+                    {
                         break 'chunks;
                     }
                     break;
@@ -171,7 +182,8 @@ impl Segment {
     /// whole segment. Written by `IndexFiles::write`, so no borrow of the segment spans it.
     pub fn index_files(&mut self) -> IndexFiles {
         let relative_end = (self.next_offset - self.base_offset) as u32;
-        self.time_index.maybe_append(self.max_timestamp, relative_end);
+        self.time_index
+            .maybe_append(self.max_timestamp, relative_end);
         IndexFiles {
             files: vec![
                 (self.path("index"), self.index.encode()),
@@ -186,8 +198,13 @@ impl Segment {
         let (idx, time) = glommio::executor()
             .spawn_blocking(move || (std::fs::read(ip).ok(), std::fs::read(tp).ok()))
             .await;
-        let (Some(idx), Some(time)) = (idx, time) else { return false };
-        match (OffsetIndex::decode(&idx, self.size), super::index::TimeIndex::decode(&time)) {
+        let (Some(idx), Some(time)) = (idx, time) else {
+            return false;
+        };
+        match (
+            OffsetIndex::decode(&idx, self.size),
+            super::index::TimeIndex::decode(&time),
+        ) {
             (Some(i), Some(t)) => {
                 self.index = i;
                 self.time_index = t;
