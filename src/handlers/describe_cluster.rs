@@ -11,7 +11,7 @@ use crate::shard::Shard;
 pub async fn handle(
     shard: &Rc<Shard>,
     _version: i16,
-    _request: DescribeClusterRequest,
+    request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let c = &shard.config;
     let mut broker = DescribeClusterBroker::default();
@@ -22,6 +22,8 @@ pub async fn handle(
     r.cluster_id = str_bytes(&c.cluster_id);
     r.controller_id = BrokerId(c.node_id);
     r.brokers = vec![broker];
-    r.cluster_authorized_operations = i32::MIN;
+    if request.include_cluster_authorized_operations {
+        r.cluster_authorized_operations = crate::handlers::CLUSTER_AUTHORIZED_OPERATIONS;
+    }
     r
 }

@@ -13,7 +13,12 @@ use crate::protocol::{error, str_bytes, topic_name};
 use crate::shard::admin::{self, AdminRequest, NewTopic};
 use crate::shard::Shard;
 
-fn describe(version: i16, node: i32, t: &TopicMeta) -> MetadataResponseTopic {
+fn describe(
+    version: i16,
+    node: i32,
+    t: &TopicMeta,
+    with_operations: bool,
+) -> MetadataResponseTopic {
     let mut topic = MetadataResponseTopic::default();
     topic.name = Some(topic_name(&t.name));
     if version >= 10 {
@@ -21,6 +26,9 @@ fn describe(version: i16, node: i32, t: &TopicMeta) -> MetadataResponseTopic {
     }
     if version >= 1 {
         topic.is_internal = t.name.starts_with("__");
+    }
+    if with_operations && version >= 8 {
+        topic.topic_authorized_operations = crate::handlers::TOPIC_AUTHORIZED_OPERATIONS;
     }
     topic.partitions = (0..t.partition_count())
         .map(|p| {
@@ -50,13 +58,18 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -
     let c = &shard.config;
     let node = c.node_id;
     let meta = shard.metadata();
+    let topic_ops = request.include_topic_authorized_operations;
     let all = match &request.topics {
         None => true,
         Some(t) => t.is_empty() && version == 0,
     };
     let mut topics = Vec::new();
     if all {
-        topics.extend(meta.topics.values().map(|t| describe(version, node, t)));
+        topics.extend(
+            meta.topics
+                .values()
+                .map(|t| describe(version, node, t, topic_ops)),
+        );
     } else {
         let allow_create =
             (version < 4 || request.allow_auto_topic_creation) && c.auto_create_topics;
@@ -69,11 +82,11 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -
                     .values()
                     .find(|t| uuid::Uuid::from_bytes(t.id) == req.topic_id)
                 {
-                    Some(t) => topics.push(describe(version, node, t)),
+                    Some(t) => topics.push(describe(version, node, t, topic_ops)),
                     None => topics.push(missing(None, req.topic_id, error::UNKNOWN_TOPIC_ID)),
                 },
                 Some(name) => match meta.topics.get(&name) {
-                    Some(t) => topics.push(describe(version, node, t)),
+                    Some(t) => topics.push(describe(version, node, t, topic_ops)),
                     None if validate_topic_name(&name).is_err() => topics.push(missing(
                         Some(&name),
                         uuid::Uuid::nil(),
@@ -109,7 +122,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -
             let meta = shard.metadata();
             for (name, result) in to_create.iter().zip(created) {
                 match (result, meta.topics.get(name)) {
-                    (_, Some(t)) => topics.push(describe(version, node, t)),
+                    (_, Some(t)) => topics.push(describe(version, node, t, topic_ops)),
                     (Err(e), None) => topics.push(missing(Some(name), uuid::Uuid::nil(), e.code)),
                     (Ok(_), None) => topics.push(missing(
                         Some(name),
@@ -133,5 +146,8 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -
         r.controller_id = BrokerId(node);
     }
     r.topics = topics;
+    if request.include_cluster_authorized_operations && (8..=10).contains(&version) {
+        r.cluster_authorized_operations = crate::handlers::CLUSTER_AUTHORIZED_OPERATIONS;
+    }
     r
 }

@@ -19,6 +19,15 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::protocol::error::KafkaError;
 
+/// Authorized operations as Kafka reports them with no authorizer: every operation the resource
+/// type supports, as a bit set of ACL operation codes (READ 3, WRITE 4, CREATE 5, DELETE 6,
+/// ALTER 7, DESCRIBE 8, CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11,
+/// IDEMPOTENT_WRITE 12). Sent only when a request asks; otherwise the field keeps i32::MIN.
+pub const TOPIC_AUTHORIZED_OPERATIONS: i32 =
+    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 =
+    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+
 /// The error message field: absent when there is no error.
 pub fn error_message(e: &KafkaError) -> Option<StrBytes> {
     Some(crate::protocol::str_bytes(&e.message))
