@@ -63,6 +63,8 @@ pub struct Shard {
     senders: Senders<ShardMessage>,
     /// Shard 0 only: serialises metadata changes.
     pub admin_lock: glommio::sync::Semaphore,
+    /// Serialises snapshot installs on this shard (the start-up one can meet the first change).
+    apply_lock: glommio::sync::Semaphore,
     /// Set when the broker is stopping; connections stop reading new requests.
     pub stopping: Cell<bool>,
     pub stop_event: Event,
@@ -86,6 +88,7 @@ impl Shard {
             data_appended: Rc::new(Event::new()),
             senders,
             admin_lock: glommio::sync::Semaphore::new(1),
+            apply_lock: glommio::sync::Semaphore::new(1),
             stopping: Cell::new(false),
             stop_event: Event::new(),
             in_flight: Cell::new(0),
@@ -312,6 +315,7 @@ impl Shard {
     /// Installs a metadata snapshot: opens or creates the partitions this shard now owns,
     /// closes and deletes those of removed topics, and updates topic configs.
     pub async fn apply_metadata(&self, snapshot: MetadataSnapshot, clean: bool) {
+        let _installing = self.apply_lock.acquire_permit(1).await;
         if snapshot.version < self.metadata.borrow().version {
             return;
         }

@@ -212,9 +212,15 @@ impl PartitionLog {
             let next_base = bases.get(i + 1).copied();
             let must_scan = base >= recovery_point || next_base.is_some_and(|n| n > recovery_point);
             let mut loaded = false;
-            if !must_scan {
+            if !must_scan && file_size > 0 {
                 seg.size = file_size;
                 loaded = seg.load_indexes().await;
+                if !loaded {
+                    tracing::warn!(
+                        "{}: index missing or damaged, rebuilding it",
+                        seg.path("index").display()
+                    );
+                }
                 if loaded {
                     seg.max_timestamp = seg.time_index.entries.last().map(|e| e.0).unwrap_or(-1);
                     seg.next_offset = next_base.unwrap_or(base);
@@ -265,6 +271,10 @@ impl PartitionLog {
                         }
                         break;
                     }
+                }
+                if !is_last {
+                    // A closed segment's rebuilt indexes go back to disk for the next start.
+                    seg.index_files().write().await?;
                 }
             }
             segments.insert(base, seg);
@@ -560,10 +570,16 @@ impl PartitionLog {
 
     /// Closes the active segment (synced, indexes written) and starts a new one.
     async fn roll(&self, now: i64) -> std::io::Result<()> {
-        let (file, next) = {
+        let (file, size, next) = {
             let st = self.state.borrow();
-            (Rc::clone(&st.active().file), st.next_offset)
+            (
+                Rc::clone(&st.active().file),
+                st.active().size,
+                st.next_offset,
+            )
         };
+        // Trim the O_DIRECT padding after the last batch, so the closed file is exactly its batches.
+        file.truncate(size).await.map_err(std::io::Error::from)?;
         file.fdatasync().await.map_err(std::io::Error::from)?;
         let segment = Segment::create(&self.dir, next, now).await?;
         let dir = self.dir.clone();

@@ -1,0 +1,202 @@
+//! Storage behaviour seen through librdkafka: indexes rebuilt when missing or damaged, segments
+//! rolled by `segment.ms`, `message.timestamp.type=LogAppendTime`, and bad topic configs refused
+//! with INVALID_CONFIG.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use rdkafka::admin::{NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Timestamp;
+use rdkafka::producer::BaseRecord;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("partition dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn damaged_or_missing_indexes_are_rebuilt() {
+    const N: usize = 30_000;
+    let topic = "index-rebuild";
+    let root = test_tempdir();
+    let mut broker = Broker::start_in(root.path(), &[], 1);
+    create_topic(&broker.bootstrap(), topic, 1, &[("segment.bytes", "65536")]);
+    let mut cfg = producer_config(&broker.bootstrap());
+    cfg.set("acks", "-1")
+        .set("max.in.flight.requests.per.connection", "1");
+    let value_of = |i: usize| format!("index-{i}-{}", "x".repeat(40));
+    produce_keyed(&cfg, topic, N, Some(1), value_of);
+    broker.terminate();
+
+    let dir = partition_dir_of(root.path(), topic, 0);
+    let indexes = files_with(&dir, "index");
+    let times = files_with(&dir, "timeindex");
+    assert!(
+        indexes.len() >= 4,
+        "expected several segments, got {}",
+        indexes.len()
+    );
+    fs::remove_file(&indexes[0]).expect("remove an index");
+    fs::write(&indexes[1], b"garbage").expect("damage an index");
+    fs::write(&times[2], vec![0xffu8; 24]).expect("damage a time index");
+    let len = fs::metadata(&indexes[3]).expect("index").len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&indexes[3])
+        .expect("open")
+        .set_len(len / 2 + 3)
+        .expect("truncate");
+
+    broker = Broker::start_in(root.path(), &[], 1);
+    let bootstrap = broker.bootstrap();
+    wait_for_topic(&bootstrap, topic, 1, Duration::from_secs(30));
+    let records = consume_all(&bootstrap, topic, 1, N, Duration::from_secs(60));
+    check_sequenced(&records, N, 1, "after index damage", value_of);
+    // Reads from the middle of each damaged segment land on the right record.
+    let consumer: BaseConsumer = consumer_config(&bootstrap).create().expect("consumer");
+    for start in [1i64, 777, 5_001, 12_345, (N - 1) as i64] {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Offset(start))
+            .expect("tpl");
+        consumer.assign(&tpl).expect("assign");
+        let m = loop {
+            match consumer.poll(Duration::from_secs(10)) {
+                Some(Ok(m)) => break m,
+                Some(Err(e)) => panic!("consume from {start}: {e}"),
+                None => panic!("nothing from offset {start}"),
+            }
+        };
+        assert_eq!(m.offset(), start, "seek to {start}");
+        assert_eq!(
+            m.key(),
+            Some(format!("k{start}").as_bytes()),
+            "record at {start}"
+        );
+    }
+    for p in indexes.iter().take(4) {
+        assert!(p.exists(), "{} was not rewritten", p.display());
+    }
+    broker.terminate();
+}
+
+#[test]
+fn segments_roll_on_segment_ms() {
+    let topic = "roll-by-time";
+    let mut broker = Broker::start(&[], 1);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, topic, 1, &[("segment.ms", "300")]);
+    let mut cfg = producer_config(&bootstrap);
+    cfg.set("acks", "1");
+    for round in 0..3 {
+        produce_keyed(&cfg, topic, 10, Some(1), |i| format!("roll-{round}-{i}"));
+        std::thread::sleep(Duration::from_millis(450));
+    }
+    let logs = files_with(&broker.partition_dir(topic, 0), "log");
+    assert!(
+        logs.len() >= 3,
+        "segment.ms=300 should have rolled between rounds: {logs:?}"
+    );
+    let records = consume_all(&bootstrap, topic, 1, 30, Duration::from_secs(30));
+    let offsets: Vec<i64> = records.iter().map(|r| r.1).collect();
+    assert_eq!(offsets, (0..30).collect::<Vec<i64>>());
+    broker.terminate();
+}
+
+#[test]
+fn log_append_time_replaces_producer_timestamps() {
+    let topic = "append-time";
+    let mut broker = Broker::start(&[], 1);
+    let bootstrap = broker.bootstrap();
+    create_topic(
+        &bootstrap,
+        topic,
+        1,
+        &[("message.timestamp.type", "LogAppendTime")],
+    );
+    let producer: rdkafka::producer::BaseProducer =
+        producer_config(&bootstrap).create().expect("producer");
+    let before = now_ms();
+    for i in 0..5 {
+        let key = format!("k{i}");
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .key(&key)
+                    .payload("v")
+                    .partition(0)
+                    .timestamp(1_000 + i),
+            )
+            .expect("enqueue");
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).expect("flush");
+    let after = now_ms();
+    let consumed = consume_messages(
+        &bootstrap,
+        topic,
+        &[(0, Offset::Beginning)],
+        5,
+        Duration::from_secs(30),
+    );
+    assert_eq!(consumed.len(), 5);
+    for m in consumed {
+        match m.timestamp {
+            Timestamp::LogAppendTime(t) => {
+                assert!(
+                    t >= before - 1000 && t <= after + 1000,
+                    "append time {t} not in [{before}, {after}]"
+                )
+            }
+            other => panic!("expected LogAppendTime, got {other:?}"),
+        }
+    }
+    broker.terminate();
+}
+
+#[test]
+fn bad_topic_configs_are_refused() {
+    let mut broker = Broker::start(&[], 1);
+    let admin = admin(&broker.bootstrap());
+    for (key, value) in [
+        ("retention.ms", "soon"),
+        ("no.such.config", "1"),
+        ("cleanup.policy", "shred"),
+        ("segment.bytes", "5"),
+    ] {
+        let topic = NewTopic::new("bad-config", 1, TopicReplication::Fixed(1)).set(key, value);
+        let results = block_on(
+            admin.create_topics([&topic], &admin_opts()),
+            Duration::from_secs(10),
+            "create",
+        )
+        .expect("admin request");
+        match &results[0] {
+            Err((_, code)) => assert_eq!(*code, RDKafkaErrorCode::InvalidConfig, "{key}={value}"),
+            Ok(t) => panic!("{key}={value} was accepted for {t}"),
+        }
+    }
+    let bad_partitions = NewTopic::new("bad-partitions", 0, TopicReplication::Fixed(1));
+    let results = block_on(
+        admin.create_topics([&bad_partitions], &admin_opts()),
+        Duration::from_secs(10),
+        "create",
+    )
+    .expect("admin request");
+    assert!(
+        matches!(&results[0], Err((_, RDKafkaErrorCode::InvalidPartitions))),
+        "{:?}",
+        results[0]
+    );
+    broker.terminate();
+}
