@@ -71,12 +71,10 @@ fn damaged_or_missing_indexes_are_rebuilt() {
         tpl.add_partition_offset(topic, 0, Offset::Offset(start))
             .expect("tpl");
         consumer.assign(&tpl).expect("assign");
-        let m = loop {
-            match consumer.poll(Duration::from_secs(10)) {
-                Some(Ok(m)) => break m,
-                Some(Err(e)) => panic!("consume from {start}: {e}"),
-                None => panic!("nothing from offset {start}"),
-            }
+        let m = match consumer.poll(Duration::from_secs(10)) {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => panic!("consume from {start}: {e}"),
+            None => panic!("nothing from offset {start}"),
         };
         assert_eq!(m.offset(), start, "seek to {start}");
         assert_eq!(
