@@ -312,8 +312,38 @@ fn every_advertised_version_answers() {
         );
     }
 
-    // A too-new ApiVersions request gets a v0-format UNSUPPORTED_VERSION answer.
-    let resp = c.send(&ApiVersionsRequest::default(), 0);
-    assert!(resp.is_ok());
+    // A too-new ApiVersions request gets a v0-format UNSUPPORTED_VERSION answer, listing the
+    // supported versions so the client can retry lower.
+    let mut raw = std::net::TcpStream::connect(&addr).expect("connect");
+    let mut req = Vec::new();
+    req.extend_from_slice(&18i16.to_be_bytes()); // ApiVersions
+    req.extend_from_slice(&99i16.to_be_bytes()); // a version from the future
+    req.extend_from_slice(&4242i32.to_be_bytes());
+    req.extend_from_slice(&[0xff, 0xff, 0x00]); // null client id, no tagged fields
+    let mut framed = (req.len() as i32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&req);
+    std::io::Write::write_all(&mut raw, &framed).expect("send");
+    let mut len = [0u8; 4];
+    std::io::Read::read_exact(&mut raw, &mut len).expect("answer length");
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    std::io::Read::read_exact(&mut raw, &mut body).expect("answer body");
+    let i16_at = |i: usize| i16::from_be_bytes([body[i], body[i + 1]]);
+    assert_eq!(
+        i32::from_be_bytes([body[0], body[1], body[2], body[3]]),
+        4242,
+        "correlation id"
+    );
+    assert_eq!(i16_at(4), 35, "UNSUPPORTED_VERSION");
+    let count = i32::from_be_bytes([body[6], body[7], body[8], body[9]]) as usize;
+    assert_eq!(count, apis.len(), "v0 answer lists every API");
+    assert_eq!(
+        body.len(),
+        10 + count * 6,
+        "v0 layout: no throttle time, no tagged fields"
+    );
+    let listed: Vec<(i16, i16, i16)> = (0..count)
+        .map(|k| (i16_at(10 + 6 * k), i16_at(12 + 6 * k), i16_at(14 + 6 * k)))
+        .collect();
+    assert_eq!(listed, apis);
     broker.terminate();
 }

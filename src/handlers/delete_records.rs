@@ -8,23 +8,23 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use crate::shard::{OpKind, OpResult, PartitionOp, Shard};
+use crate::shard::{OpKind, OpResult, Shard};
 
 pub async fn handle(
     shard: &Rc<Shard>,
     _version: i16,
     request: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
-    let mut ops = Vec::new();
-    for t in &request.topics {
-        for p in &t.partitions {
-            ops.push(PartitionOp {
-                topic: t.name.0.as_str().to_string(),
-                partition: p.partition_index,
-                kind: OpKind::DeleteRecords { offset: p.offset },
-            });
-        }
-    }
+    let ops = super::ops_per_partition(
+        &request.topics,
+        |t| (&t.name, &t.partitions),
+        |p| {
+            (
+                p.partition_index,
+                OpKind::DeleteRecords { offset: p.offset },
+            )
+        },
+    );
     let mut outcomes = shard.run_partition_ops(ops).await.into_iter();
     let mut response = DeleteRecordsResponse::default();
     for t in request.topics {

@@ -8,25 +8,25 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use crate::shard::{OpKind, OpResult, PartitionOp, Shard};
+use crate::shard::{OpKind, OpResult, Shard};
 
 pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
-    let mut ops = Vec::new();
-    for t in &request.topics {
-        for p in &t.partitions {
-            ops.push(PartitionOp {
-                topic: t.name.0.as_str().to_string(),
-                partition: p.partition_index,
-                kind: OpKind::ListOffsets {
+    let ops = super::ops_per_partition(
+        &request.topics,
+        |t| (&t.name, &t.partitions),
+        |p| {
+            (
+                p.partition_index,
+                OpKind::ListOffsets {
                     timestamp: p.timestamp,
                 },
-            });
-        }
-    }
+            )
+        },
+    );
     let mut outcomes = shard.run_partition_ops(ops).await.into_iter();
     let mut response = ListOffsetsResponse::default();
     for t in request.topics {

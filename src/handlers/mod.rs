@@ -15,7 +15,10 @@ pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 
+use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
+
+use crate::shard::{OpKind, PartitionOp};
 
 use crate::protocol::error::KafkaError;
 
@@ -31,4 +34,25 @@ pub const CLUSTER_AUTHORIZED_OPERATIONS: i32 =
 /// The error message field: absent when there is no error.
 pub fn error_message(e: &KafkaError) -> Option<StrBytes> {
     Some(crate::protocol::str_bytes(&e.message))
+}
+
+/// One op per partition of a request's topics, in request order (the order responses follow).
+pub fn ops_per_partition<T, P>(
+    topics: &[T],
+    topic: impl Fn(&T) -> (&TopicName, &[P]),
+    op: impl Fn(&P) -> (i32, OpKind),
+) -> Vec<PartitionOp> {
+    let mut ops = Vec::new();
+    for t in topics {
+        let (name, partitions) = topic(t);
+        for p in partitions {
+            let (partition, kind) = op(p);
+            ops.push(PartitionOp {
+                topic: name.0.as_str().to_string(),
+                partition,
+                kind,
+            });
+        }
+    }
+    ops
 }

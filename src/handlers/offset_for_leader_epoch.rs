@@ -10,7 +10,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use crate::protocol::error;
-use crate::shard::{OpKind, OpResult, PartitionOp, Shard};
+use crate::shard::{OpKind, OpResult, Shard};
 use crate::storage::log::LEADER_EPOCH;
 
 pub async fn handle(
@@ -18,16 +18,11 @@ pub async fn handle(
     _version: i16,
     request: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
-    let mut ops = Vec::new();
-    for t in &request.topics {
-        for p in &t.partitions {
-            ops.push(PartitionOp {
-                topic: t.topic.0.as_str().to_string(),
-                partition: p.partition,
-                kind: OpKind::Info,
-            });
-        }
-    }
+    let ops = super::ops_per_partition(
+        &request.topics,
+        |t| (&t.topic, &t.partitions),
+        |p| (p.partition, OpKind::Info),
+    );
     let mut outcomes = shard.run_partition_ops(ops).await.into_iter();
     let mut response = OffsetForLeaderEpochResponse::default();
     for t in request.topics {
