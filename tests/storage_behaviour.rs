@@ -198,3 +198,97 @@ fn bad_topic_configs_are_refused() {
     );
     broker.terminate();
 }
+
+fn produce_with_timestamps(bootstrap: &str, topic: &str, first: usize, timestamps: &[i64]) {
+    let producer: rdkafka::producer::BaseProducer =
+        producer_config(bootstrap).create().expect("producer");
+    for (i, &ts) in timestamps.iter().enumerate() {
+        let key = format!("k{}", first + i);
+        let value = format!("{}-{}", "x".repeat(200), first + i);
+        producer
+            .send(
+                BaseRecord::to(topic)
+                    .key(&key)
+                    .payload(&value)
+                    .partition(0)
+                    .timestamp(ts),
+            )
+            .expect("enqueue");
+        producer.poll(Duration::ZERO);
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).expect("flush");
+}
+
+#[test]
+fn retention_by_time_deletes_only_expired_segments() {
+    let topic = "retention-time";
+    let mut broker = Broker::start(&[("log.retention.check.interval.ms", "300")], 1);
+    let bootstrap = broker.bootstrap();
+    create_topic(
+        &bootstrap,
+        topic,
+        1,
+        &[("segment.bytes", "16384"), ("retention.ms", "3600000")],
+    );
+    let two_hours_ago = now_ms() - 2 * 3_600_000;
+    produce_with_timestamps(&bootstrap, topic, 0, &vec![two_hours_ago; 1000]);
+    produce_with_timestamps(&bootstrap, topic, 1000, &vec![now_ms(); 1000]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut low = 0;
+    while std::time::Instant::now() < deadline {
+        low = watermarks(&bootstrap, topic, 0).0;
+        if low > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        low > 0 && low <= 1000,
+        "expired segments go, fresh ones stay: low watermark {low}"
+    );
+    let fresh = consume_messages(
+        &bootstrap,
+        topic,
+        &[(0, Offset::Beginning)],
+        (2000 - low) as usize,
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        fresh.first().map(|m| m.offset),
+        Some(low),
+        "reading from the beginning starts at the new log start"
+    );
+    assert_eq!(fresh.len() as i64, 2000 - low);
+    broker.terminate();
+}
+
+#[test]
+fn list_offsets_max_timestamp_finds_the_newest_record() {
+    let topic = "max-timestamp";
+    let mut broker = Broker::start(&[], 1);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, topic, 1, &[]);
+    // One batch per record (separate flushes); the newest timestamp is in the middle.
+    let base = now_ms() - 60_000;
+    for (i, dt) in [1_000i64, 9_000, 3_000, 2_000].iter().enumerate() {
+        produce_with_timestamps(&bootstrap, topic, i, &[base + dt]);
+    }
+    let mut client = shardlog::client::Client::connect(&bootstrap).expect("connect");
+    let mut p = kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default();
+    p.timestamp = -3;
+    let mut t = kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default();
+    t.name = kafka_protocol::messages::TopicName(kafka_protocol::protocol::StrBytes::from_string(
+        topic.into(),
+    ));
+    t.partitions = vec![p];
+    let mut r = kafka_protocol::messages::ListOffsetsRequest::default();
+    r.replica_id = kafka_protocol::messages::BrokerId(-1);
+    r.topics = vec![t];
+    let resp = client.send(&r, 7).expect("ListOffsets v7");
+    let part = &resp.topics[0].partitions[0];
+    assert_eq!(
+        (part.error_code, part.offset, part.timestamp),
+        (0, 1, base + 9_000)
+    );
+    broker.terminate();
+}

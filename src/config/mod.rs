@@ -325,4 +325,33 @@ mod tests {
         assert!(BrokerConfig::load(None, &["num.partitions=zero".into()]).is_err());
         assert!(BrokerConfig::load(None, &["listeners=SSL://x:1".into()]).is_err());
     }
+
+    #[test]
+    fn properties_file_then_overrides() {
+        let dir = std::env::temp_dir().join(format!("shardlog-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("server.properties");
+        std::fs::write(
+            &file,
+            "# comment\n! also a comment\n\nlisteners=PLAINTEXT://0.0.0.0:9093\nlog.dirs = /tmp/a,/tmp/b\nnum.partitions: 4\nlog.retention.hours=1\n",
+        )
+        .unwrap();
+        let c = BrokerConfig::load(Some(&file), &["num.partitions=6".into()]).unwrap();
+        assert_eq!((c.listen_host.as_str(), c.listen_port), ("0.0.0.0", 9093));
+        assert_eq!(c.advertised_host, "127.0.0.1");
+        assert_eq!(c.log_dir, PathBuf::from("/tmp/a"));
+        assert_eq!(c.num_partitions, 6, "--set wins over the file");
+        assert_eq!(c.log_defaults.retention_ms, 3_600_000);
+        let source = c
+            .entries()
+            .find(|(k, _, _)| *k == "log.retention.hours")
+            .map(|e| e.2);
+        assert_eq!(source, Some(ConfigSource::StaticBroker));
+        std::fs::write(&file, "num.partitions=2\nthis line is wrong\n").unwrap();
+        let err = BrokerConfig::load(Some(&file), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.properties:2"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
