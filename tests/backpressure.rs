@@ -124,7 +124,7 @@ fn pipelined_producer_is_bounded_not_buffered() {
     let allowed = before + ((inflight + pending + hot + (2 << 20)) >> 20) as u64 + 64;
     eprintln!(
         "broker peak RSS {peak} MiB (before {before} MiB, allowed {allowed} MiB) after {} MiB",
-        BATCHES * batch.len() >> 20
+        (BATCHES * batch.len()) >> 20
     );
     assert!(
         peak <= allowed,
