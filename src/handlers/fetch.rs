@@ -18,6 +18,8 @@ struct Wanted {
     partition: i32,
     offset: i64,
     max_bytes: usize,
+    /// The high watermark the last read saw: waiting means waiting for data past it.
+    seen: i64,
 }
 
 fn ops(wanted: &[Wanted]) -> Vec<PartitionOp> {
@@ -44,13 +46,15 @@ fn bytes_of(outcomes: &[OpOutcome]) -> usize {
         .sum()
 }
 
-/// Waits until a partition of the request has data past its fetch offset, or `wait` passes.
+/// Waits until a partition of the request has data past what the last read saw, or `wait`
+/// passes. (Waiting only for data past the fetch offset would return at once whenever some,
+/// but fewer than `min_bytes`, is there, and the handler would spin.)
 async fn wait_for_data(shard: &Rc<Shard>, wanted: &[Wanted], wait: Duration) {
     let meta = shard.metadata();
     let mut per_shard: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); shard.count];
     for w in wanted {
         if let Some(s) = meta.shard_of(&w.topic, w.partition) {
-            per_shard[s].push((w.topic.clone(), w.partition, w.offset));
+            per_shard[s].push((w.topic.clone(), w.partition, w.seen));
         }
     }
     let mut waits = Vec::new();
@@ -94,6 +98,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
+                seen: p.fetch_offset,
             });
         }
     }
@@ -104,6 +109,11 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
         if bytes_of(&outcomes) >= min_bytes || now >= deadline || any_error || shard.stopping.get()
         {
             break;
+        }
+        for (w, o) in wanted.iter_mut().zip(&outcomes) {
+            if let Ok(OpResult::Fetch(d)) = o {
+                w.seen = w.seen.max(d.high_watermark);
+            }
         }
         wait_for_data(shard, &wanted, deadline - now).await;
         outcomes = shard.run_partition_ops(ops(&wanted)).await;

@@ -253,19 +253,22 @@ impl Shard {
         }
     }
 
-    /// True if any of these local partitions has data past the given offset.
+    /// True if any of these local partitions has a high watermark past the given one (or is
+    /// gone, which the next read reports).
     fn has_data(&self, parts: &[(String, i32, i64)]) -> bool {
-        parts.iter().any(|(t, p, off)| {
+        parts.iter().any(|(t, p, seen)| {
             self.local_partition(t, *p)
-                .is_some_and(|l| l.high_watermark() > *off || l.log_start_offset() > *off)
+                .is_none_or(|l| l.high_watermark() > *seen)
         })
     }
 
-    /// Waits on this shard until one of `parts` (all local) has data, or `wait` passes.
+    /// Waits on this shard until one of `parts` (all local) has data past the high watermark
+    /// given with it, the broker stops, or `wait` passes.
     pub async fn wait_local(&self, parts: &[(String, i32, i64)], wait: Duration) {
         let deadline = Instant::now() + wait;
         loop {
             let listener = self.data_appended.listen();
+            let stop = self.stop_event.listen();
             if self.has_data(parts) || self.stopping.get() {
                 return;
             }
@@ -273,7 +276,8 @@ impl Shard {
             if now >= deadline {
                 return;
             }
-            futures_lite::future::or(listener, glommio::timer::sleep(deadline - now)).await;
+            let woken = futures_lite::future::or(listener, stop);
+            futures_lite::future::or(woken, glommio::timer::sleep(deadline - now)).await;
         }
     }
 
