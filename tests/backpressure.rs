@@ -1,6 +1,6 @@
 //! Producers that pipeline without waiting are held back by the broker's bounds (in-flight bytes
 //! per connection, queued bytes per partition), not absorbed into memory: a client that writes
-//! 512 MiB of Produce requests as fast as the socket takes them leaves the broker's peak
+//! 512 MiB of Produce requests (large and tiny batches alternating) as fast as the socket takes them leaves the broker's peak
 //! resident memory within those bounds, and every batch is acknowledged in order.
 
 mod common;
@@ -16,7 +16,7 @@ use kafka_protocol::records::Compression;
 use shardlog::client::encode_batch;
 
 const BATCH_BYTES: usize = 1 << 20;
-const BATCHES: usize = 512;
+const BATCHES: usize = 1024;
 
 fn produce_frame(topic: &str, records: &Bytes, correlation_id: i32) -> Vec<u8> {
     let mut p = produce_request::PartitionProduceData::default();
@@ -57,7 +57,7 @@ fn peak_rss_mib(pid: u32) -> u64 {
 #[test]
 fn pipelined_producer_is_bounded_not_buffered() {
     let inflight = 8 << 20;
-    let pending = 8 << 20;
+    let pending = 2 << 20;
     let hot = 8 << 20;
     let mut broker = Broker::start(
         &[
@@ -80,6 +80,13 @@ fn pipelined_producer_is_bounded_not_buffered() {
         .map(|_| (None, value.clone()))
         .collect();
     let batch = encode_batch(&records, Compression::None).expect("batch");
+    // Every other request is tiny: admission must keep request order, not let it slip past a
+    // large batch that is waiting for room in the partition queue.
+    let tiny = encode_batch(&records[..1], Compression::None).expect("tiny batch");
+    let sent_mib = (BATCHES / 2 * (batch.len() + tiny.len())) >> 20;
+    let counts: Vec<i64> = (0..BATCHES)
+        .map(|i| if i % 2 == 0 { records.len() as i64 } else { 1 })
+        .collect();
     let mut stream = TcpStream::connect(&addr).expect("connect");
     let reader = {
         let mut stream = stream.try_clone().expect("clone");
@@ -105,18 +112,23 @@ fn pipelined_producer_is_bounded_not_buffered() {
         })
     };
     for i in 0..BATCHES {
+        let records = if i % 2 == 0 { &batch } else { &tiny };
         stream
-            .write_all(&produce_frame("flood", &batch, i as i32))
+            .write_all(&produce_frame("flood", records, i as i32))
             .expect("write");
     }
     let offsets = reader.join().expect("reader");
-    let per_batch = records.len() as i64;
+    let expected: Vec<i64> = counts
+        .iter()
+        .scan(0i64, |next, n| {
+            let base = *next;
+            *next += n;
+            Some(base)
+        })
+        .collect();
     assert_eq!(
-        offsets,
-        (0..BATCHES as i64)
-            .map(|i| i * per_batch)
-            .collect::<Vec<_>>(),
-        "answers in order, offsets dense"
+        offsets, expected,
+        "answers in order, offsets dense and in request order"
     );
     let peak = peak_rss_mib(pid);
     // What the bounds allow: in flight on the connection (read but unanswered), queued for the
@@ -124,7 +136,7 @@ fn pipelined_producer_is_bounded_not_buffered() {
     let allowed = before + ((inflight + pending + hot + (2 << 20)) >> 20) as u64 + 64;
     eprintln!(
         "broker peak RSS {peak} MiB (before {before} MiB, allowed {allowed} MiB) after {} MiB",
-        (BATCHES * batch.len()) >> 20
+        sent_mib
     );
     assert!(
         peak <= allowed,

@@ -110,6 +110,12 @@ pub struct PartitionLog {
     /// Notified (on the owning shard) whenever any partition's high watermark moves.
     data_appended: Rc<Event>,
     closing: Cell<bool>,
+    /// Set when an fdatasync failed: what it covered may not be durable, so the partition takes
+    /// no more writes (as Kafka takes a failed log directory offline); reads go on.
+    failed: Cell<bool>,
+    /// Arrival tickets for appends: the next to hand out, and the one allowed in next.
+    next_ticket: Cell<u64>,
+    admitted: Cell<u64>,
     appender_done: Event,
     appender_running: Cell<bool>,
 }
@@ -327,6 +333,9 @@ impl PartitionLog {
             pending_drained: Event::new(),
             data_appended,
             closing: Cell::new(false),
+            failed: Cell::new(false),
+            next_ticket: Cell::new(0),
+            admitted: Cell::new(0),
             appender_done: Event::new(),
             appender_running: Cell::new(true),
         });
@@ -355,30 +364,38 @@ impl PartitionLog {
     }
 
     /// Queues validated batches and waits for them to be written (and synced if `sync`).
-    /// Producers faster than the disk wait here once the queue holds too many bytes.
+    /// Producers faster than the disk wait here once the queue holds too many bytes; they are
+    /// admitted strictly in arrival order (a ticket each), so a small batch never overtakes a
+    /// large one that is waiting for room.
     pub async fn append(
         &self,
         batches: ValidatedBatches,
         sync: bool,
     ) -> Result<AppendOutcome, KafkaError> {
         let bytes = batches.records.len();
+        let ticket = self.next_ticket.get();
+        self.next_ticket.set(ticket + 1);
         loop {
+            let listener = self.pending_drained.listen();
             if self.closing.get() {
+                self.admit_next(ticket);
                 return Err(KafkaError::new(
                     error::UNKNOWN_TOPIC_OR_PARTITION,
                     "partition is closing",
                 ));
             }
-            if self.pending_bytes.get() == 0
-                || self.pending_bytes.get() + bytes <= self.settings.max_pending_bytes
-            {
+            let fits = self.pending_bytes.get() == 0
+                || self.pending_bytes.get() + bytes <= self.settings.max_pending_bytes;
+            if self.admitted.get() == ticket && fits {
                 break;
             }
-            let listener = self.pending_drained.listen();
-            if self.pending_bytes.get() + bytes <= self.settings.max_pending_bytes {
-                continue;
-            }
             listener.await;
+        }
+        if self.failed.get() {
+            self.admit_next(ticket);
+            return Err(KafkaError::storage(
+                "an earlier fdatasync of this partition failed; it takes no more writes",
+            ));
         }
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().push_back(PendingAppend {
@@ -388,6 +405,7 @@ impl PartitionLog {
             reply: tx,
         });
         self.pending_bytes.set(self.pending_bytes.get() + bytes);
+        self.admit_next(ticket);
         self.appender_wake.notify(1);
         rx.await.unwrap_or_else(|_| {
             Err(KafkaError::new(
@@ -395,6 +413,11 @@ impl PartitionLog {
                 "partition was closed",
             ))
         })
+    }
+
+    fn admit_next(&self, ticket: u64) {
+        self.admitted.set(ticket + 1);
+        self.pending_drained.notify(usize::MAX);
     }
 
     async fn run_appender(self: Rc<Self>) {
@@ -514,6 +537,13 @@ impl PartitionLog {
         }
         if !synced.is_empty() {
             let result = file.fdatasync().await;
+            if let Err(e) = &result {
+                tracing::error!(
+                    "{}: fdatasync failed, refusing further writes: {e}",
+                    self.dir.display()
+                );
+                self.failed.set(true);
+            }
             for (reply, outcome) in synced {
                 let _ = reply.send(match &result {
                     Ok(()) => Ok(outcome),
