@@ -292,3 +292,61 @@ fn list_offsets_max_timestamp_finds_the_newest_record() {
     );
     broker.terminate();
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+#[test]
+fn recreated_topic_starts_empty_even_over_leftovers() {
+    let root = test_tempdir();
+    let mut broker = Broker::start_in(root.path(), &[], 1);
+    let b = broker.bootstrap();
+    create_topic(&b, "reborn", 1, &[]);
+    let mut cfg = producer_config(&b);
+    cfg.set("acks", "-1");
+    produce_keyed(&cfg, "reborn", 10, Some(1), |i| format!("old-{i}"));
+    let dir = partition_dir_of(root.path(), "reborn", 0);
+    let saved = root.path().join("saved-partition");
+    copy_dir(&dir, &saved);
+    block_on(
+        admin(&b).delete_topics(&["reborn"], &admin_opts()),
+        Duration::from_secs(10),
+        "delete",
+    )
+    .expect("delete");
+    create_topic(&b, "reborn", 1, &[]);
+    assert_eq!(
+        watermarks(&b, "reborn", 0),
+        (0, 0),
+        "a recreated topic starts empty"
+    );
+    broker.terminate();
+
+    // A crash between recording a deletion and removing the directory leaves it behind: the
+    // broker removes it at start and a topic created later under that name starts empty.
+    let mut broker = Broker::start_in(root.path(), &[], 1);
+    let b = broker.bootstrap();
+    block_on(
+        admin(&b).delete_topics(&["reborn"], &admin_opts()),
+        Duration::from_secs(10),
+        "delete",
+    )
+    .expect("delete");
+    broker.terminate();
+    copy_dir(&saved, &dir);
+    let mut broker = Broker::start_in(root.path(), &[], 1);
+    let b = broker.bootstrap();
+    assert!(!dir.exists(), "the leftover directory is removed at start");
+    create_topic(&b, "reborn", 1, &[]);
+    assert_eq!(
+        watermarks(&b, "reborn", 0),
+        (0, 0),
+        "nothing of the deleted topic is served"
+    );
+    broker.terminate();
+}

@@ -69,6 +69,44 @@ fn reserve_port(host: &str) -> anyhow::Result<(socket2::Socket, u16)> {
     Ok((socket, port))
 }
 
+/// Removes partition directories whose topic is no longer in the metadata (a crash between
+/// a DeleteTopics being recorded and its directories being removed leaves them behind). Only
+/// directories carrying a `partition.metadata` are considered, so nothing else is touched.
+fn remove_orphan_partitions(
+    log_dir: &std::path::Path,
+    snapshot: &MetadataSnapshot,
+) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(log_dir)? {
+        let path = entry?.path();
+        if !path
+            .join(crate::storage::log::PARTITION_METADATA_FILE)
+            .is_file()
+        {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let owned = name.rsplit_once('-').is_some_and(|(topic, p)| {
+            let partition: Option<i32> = p.parse().ok();
+            snapshot
+                .topics
+                .get(topic)
+                .zip(partition)
+                .is_some_and(|(t, p)| p >= 0 && p < t.partition_count())
+        });
+        if !owned {
+            tracing::warn!(
+                "{}: not a partition of any topic, removing it",
+                path.display()
+            );
+            std::fs::remove_dir_all(&path)?;
+        }
+    }
+    Ok(())
+}
+
 pub fn run(config: BrokerConfig, cores: usize) -> anyhow::Result<()> {
     let log_dir = config.log_dir.clone();
     std::fs::create_dir_all(&log_dir)
@@ -76,6 +114,7 @@ pub fn run(config: BrokerConfig, cores: usize) -> anyhow::Result<()> {
     let marker = log_dir.join(CLEAN_SHUTDOWN_FILE);
     let clean = marker.exists();
     let snapshot = metadata::load(&log_dir, cores)?;
+    remove_orphan_partitions(&log_dir, &snapshot)?;
     if clean {
         std::fs::remove_file(&marker)?;
         std::fs::File::open(&log_dir)?.sync_all()?;

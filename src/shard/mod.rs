@@ -365,13 +365,13 @@ impl Shard {
                     continue;
                 }
                 let dir = crate::storage::partition_dir(&log_dir, &t.name, p);
-                let exists = {
-                    let d = dir.clone();
-                    glommio::executor().spawn_blocking(move || d.is_dir()).await
-                };
+                // Open only a directory made for this very topic; anything else there is
+                // left over from a deleted topic of the same name.
+                let stored = crate::storage::log::stored_topic_id(&dir).await;
+                let same_topic = stored == Some(crate::storage::log::topic_id_text(t.id));
                 let settings = self.log_settings();
                 let events = Rc::clone(&self.data_appended);
-                let opened = if exists {
+                let opened = if same_topic {
                     PartitionLog::open(
                         &log_dir,
                         &t.name,
@@ -383,8 +383,16 @@ impl Shard {
                     )
                     .await
                 } else {
-                    PartitionLog::create(&log_dir, &t.name, p, config.clone(), settings, events)
-                        .await
+                    PartitionLog::create(
+                        &log_dir,
+                        &t.name,
+                        t.id,
+                        p,
+                        config.clone(),
+                        settings,
+                        events,
+                    )
+                    .await
                 };
                 match opened {
                     Ok(log) => {

@@ -31,6 +31,8 @@ const BLOCK: u64 = 4096;
 const LOG_START_FILE: &str = "log-start-offset";
 const RECOVERY_POINT_FILE: &str = "recovery-point";
 pub const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
+/// Names the topic (by id) that a partition directory belongs to, in Kafka's format.
+pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
 /// shardlog runs a single broker for now: every partition is at leader epoch 0.
 pub const LEADER_EPOCH: i32 = 0;
 
@@ -137,18 +139,32 @@ async fn read_small_number(path: PathBuf) -> Option<i64> {
 }
 
 impl PartitionLog {
-    /// Creates the directory and first segment of a new partition.
+    /// Creates the directory and first segment of a new partition of topic `topic_id`. Whatever
+    /// was in the directory before (a deleted topic of the same name) is removed first.
     pub async fn create(
         log_dir: &Path,
         topic: &str,
+        topic_id: [u8; 16],
         partition: i32,
         config: LogConfig,
         settings: LogSettings,
         data_appended: Rc<Event>,
     ) -> std::io::Result<Rc<PartitionLog>> {
         let dir = partition_dir(log_dir, topic, partition);
-        let d = dir.clone();
-        blocking(move || std::fs::create_dir_all(&d)).await?;
+        let (d, parent) = (dir.clone(), log_dir.to_path_buf());
+        blocking(move || {
+            if d.exists() {
+                std::fs::remove_dir_all(&d)?;
+            }
+            std::fs::create_dir_all(&d)?;
+            std::fs::File::open(parent)?.sync_all()
+        })
+        .await?;
+        write_small_file(
+            dir.join(PARTITION_METADATA_FILE),
+            partition_metadata(topic_id),
+        )
+        .await?;
         write_small_file(
             dir.join(LEADER_EPOCH_FILE),
             format!("0\n1\n{LEADER_EPOCH} 0\n"),
@@ -894,6 +910,40 @@ impl PartitionLog {
     }
 }
 
+/// A topic id as Kafka writes it: URL-safe base64 without padding.
+pub fn topic_id_text(topic_id: [u8; 16]) -> String {
+    base64_url(&topic_id)
+}
+
+/// Kafka's `partition.metadata`: a version and the topic id.
+fn partition_metadata(topic_id: [u8; 16]) -> String {
+    format!("version: 0\ntopic_id: {}\n", topic_id_text(topic_id))
+}
+
+/// The topic id a partition directory was created for, if its `partition.metadata` says.
+pub async fn stored_topic_id(dir: &Path) -> Option<String> {
+    let path = dir.join(PARTITION_METADATA_FILE);
+    let text = blocking(move || std::fs::read_to_string(path).ok()).await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("topic_id: "))
+        .map(|id| id.trim().to_string())
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 fn first_at_or_after(batch: &[u8], ts: i64, log_start: i64) -> Option<(i64, i64)> {
     let view = BatchView { bytes: batch };
     if view.max_timestamp() < ts || view.next_offset() <= log_start {
@@ -963,4 +1013,18 @@ async fn remove_segment_files(dir: &Path, base: i64) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn topic_id_in_kafka_base64() {
+        // Kafka prints Uuid 0x00112233-4455-6677-8899-aabbccddeeff as "ABEiM0RVZneImaq7zN3u_w".
+        let id = [
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+            0xee, 0xff,
+        ];
+        assert_eq!(super::base64_url(&id), "ABEiM0RVZneImaq7zN3u_w");
+        assert!(super::partition_metadata(id).contains("topic_id: ABEiM0RVZneImaq7zN3u_w\n"));
+    }
 }
