@@ -262,18 +262,9 @@ fn retention_by_time_deletes_only_expired_segments() {
     broker.terminate();
 }
 
-#[test]
-fn list_offsets_max_timestamp_finds_the_newest_record() {
-    let topic = "max-timestamp";
-    let mut broker = Broker::start(&[], 1);
-    let bootstrap = broker.bootstrap();
-    create_topic(&bootstrap, topic, 1, &[]);
-    // One batch per record (separate flushes); the newest timestamp is in the middle.
-    let base = now_ms() - 60_000;
-    for (i, dt) in [1_000i64, 9_000, 3_000, 2_000].iter().enumerate() {
-        produce_with_timestamps(&bootstrap, topic, i, &[base + dt]);
-    }
-    let mut client = shardlog::client::Client::connect(&bootstrap).expect("connect");
+/// ListOffsets MAX_TIMESTAMP (-3): (error, offset, timestamp).
+fn max_timestamp_offset(bootstrap: &str, topic: &str) -> (i16, i64, i64) {
+    let mut client = shardlog::client::Client::connect(bootstrap).expect("connect");
     let mut p = kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default();
     p.timestamp = -3;
     let mut t = kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default();
@@ -286,9 +277,38 @@ fn list_offsets_max_timestamp_finds_the_newest_record() {
     r.topics = vec![t];
     let resp = client.send(&r, 7).expect("ListOffsets v7");
     let part = &resp.topics[0].partitions[0];
+    (part.error_code, part.offset, part.timestamp)
+}
+
+#[test]
+fn list_offsets_max_timestamp_finds_the_newest_record() {
+    let topic = "max-timestamp";
+    let root = test_tempdir();
+    let mut broker = Broker::start_in(root.path(), &[], 1);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, topic, 1, &[]);
+    // One batch per record (separate flushes); the newest timestamp is in the middle.
+    let base = now_ms() - 60_000;
+    for (i, dt) in [1_000i64, 9_000, 3_000, 2_000].iter().enumerate() {
+        produce_with_timestamps(&bootstrap, topic, i, &[base + dt]);
+    }
+    let expected = (0, 1, base + 9_000);
+    assert_eq!(max_timestamp_offset(&bootstrap, topic), expected);
+    // The same answer after a clean restart and after a crash.
+    let root = broker.root().to_path_buf();
+    broker.terminate();
+    let mut broker = Broker::start_in(&root, &[], 1);
     assert_eq!(
-        (part.error_code, part.offset, part.timestamp),
-        (0, 1, base + 9_000)
+        max_timestamp_offset(&broker.bootstrap(), topic),
+        expected,
+        "after a clean restart"
+    );
+    broker.kill();
+    let mut broker = Broker::start_in(&root, &[], 1);
+    assert_eq!(
+        max_timestamp_offset(&broker.bootstrap(), topic),
+        expected,
+        "after a crash"
     );
     broker.terminate();
 }

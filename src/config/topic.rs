@@ -76,6 +76,18 @@ fn int(map: &BTreeMap<String, String>, key: &str, min: i64) -> Result<i64, Strin
     Ok(n)
 }
 
+/// A key of Kafka's INT type: at most `i32::MAX` (segment positions are 32-bit).
+fn int32(map: &BTreeMap<String, String>, key: &str, min: i64) -> Result<i64, String> {
+    let n = int(map, key, min)?;
+    if n > i32::MAX as i64 {
+        return Err(format!(
+            "Invalid value {n} for configuration {key}: Value must be at most {}",
+            i32::MAX
+        ));
+    }
+    Ok(n)
+}
+
 impl LogConfig {
     /// Validates and types a complete map (every key present).
     pub fn from_map(map: &BTreeMap<String, String>) -> Result<Self, String> {
@@ -150,15 +162,15 @@ impl LogConfig {
         ] {
             int(map, key, 0)?;
         }
-        int(map, "segment.index.bytes", 4)?;
-        int(map, "min.insync.replicas", 1)?;
+        int32(map, "segment.index.bytes", 4)?;
+        int32(map, "min.insync.replicas", 1)?;
         Ok(LogConfig {
-            segment_bytes: int(map, "segment.bytes", 14)? as u64,
+            segment_bytes: int32(map, "segment.bytes", 14)? as u64,
             segment_ms: int(map, "segment.ms", 1)?,
             retention_ms: int(map, "retention.ms", -1)?,
             retention_bytes: int(map, "retention.bytes", -1)?,
-            index_interval_bytes: int(map, "index.interval.bytes", 0)?.min(i32::MAX as i64) as u32,
-            max_message_bytes: int(map, "max.message.bytes", 0)?.min(i32::MAX as i64) as usize,
+            index_interval_bytes: int32(map, "index.interval.bytes", 0)? as u32,
+            max_message_bytes: int32(map, "max.message.bytes", 0)? as usize,
             log_append_time,
             compact,
             delete,
@@ -247,6 +259,8 @@ mod tests {
         assert!(TopicConfigs::new(one("no.such", "1"), &b).is_err());
         assert!(TopicConfigs::new(one("segment.bytes", "abc"), &b).is_err());
         assert!(TopicConfigs::new(one("segment.bytes", "5"), &b).is_err());
+        assert!(TopicConfigs::new(one("segment.bytes", "4294967296"), &b).is_err());
+        assert!(TopicConfigs::new(one("segment.bytes", "2147483647"), &b).is_ok());
         assert!(TopicConfigs::new(one("cleanup.policy", "shred"), &b).is_err());
         let ok = TopicConfigs::new(one("retention.ms", "1000"), &b).unwrap();
         assert_eq!(ok.log_config(&b).retention_ms, 1000);

@@ -112,6 +112,8 @@ pub struct PartitionLog {
     /// Notified (on the owning shard) whenever any partition's high watermark moves.
     data_appended: Rc<Event>,
     closing: Cell<bool>,
+    /// Retention found the active segment due: the appender rolls it when idle.
+    roll_requested: Cell<bool>,
     /// Set when an fdatasync failed: what it covered may not be durable, so the partition takes
     /// no more writes (as Kafka takes a failed log directory offline); reads go on.
     failed: Cell<bool>,
@@ -281,8 +283,10 @@ impl PartitionLog {
                         .truncate(valid)
                         .await
                         .map_err(std::io::Error::from)?;
-                    if !is_last && !padding_only {
-                        // Everything after damage is unreachable: drop later segments.
+                    if !is_last && !padding_only && must_scan {
+                        // Damage in the unflushed region: what follows it was written after
+                        // it and cannot be trusted either, so later segments go. (Damage in a
+                        // closed, flushed segment truncates only that segment, as in Kafka.)
                         segments.insert(base, seg);
                         for &later in &bases[i + 1..] {
                             tracing::warn!(
@@ -349,12 +353,16 @@ impl PartitionLog {
             pending_drained: Event::new(),
             data_appended,
             closing: Cell::new(false),
+            roll_requested: Cell::new(false),
             failed: Cell::new(false),
             next_ticket: Cell::new(0),
             admitted: Cell::new(0),
             appender_done: Event::new(),
             appender_running: Cell::new(true),
         });
+        // A crash between recording a new log start offset and unlinking the segments below
+        // it leaves them behind: finish the job.
+        log.delete_segments_below_start().await;
         glommio::spawn_local(Rc::clone(&log).run_appender()).detach();
         Ok(log)
     }
@@ -442,8 +450,17 @@ impl PartitionLog {
                 if self.closing.get() {
                     break;
                 }
+                if self.roll_requested.replace(false) && self.state.borrow().active().size > 0 {
+                    if let Err(e) = self.roll(now_ms()).await {
+                        tracing::error!("{}: cannot roll segment: {e}", self.dir.display());
+                    }
+                    continue;
+                }
                 let listener = self.appender_wake.listen();
-                if self.pending.borrow().is_empty() && !self.closing.get() {
+                if self.pending.borrow().is_empty()
+                    && !self.closing.get()
+                    && !self.roll_requested.get()
+                {
                     listener.await;
                 }
                 continue;
@@ -728,76 +745,73 @@ impl PartitionLog {
         Ok(out.freeze())
     }
 
-    /// Kafka's ListOffsets by timestamp: the first record with timestamp >= `ts`.
+    /// Kafka's ListOffsets by timestamp: the first record at or after the log start offset
+    /// with timestamp >= `ts`. Segments are tried in order (a segment whose matches all lie
+    /// below the log start offset does not end the search); within one, the time index gives
+    /// where to start scanning.
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, KafkaError> {
-        let (file, mut pos, size, log_start) = {
+        let candidates: Vec<(Rc<glommio::io::DmaFile>, u64, u64)> = {
             let st = self.state.borrow();
-            let Some(seg) = st
-                .segments
+            st.segments
                 .values()
-                .find(|s| s.max_timestamp >= ts && s.next_offset > st.log_start_offset)
-            else {
-                return Ok(None);
-            };
-            let rel = seg.time_index.scan_start(ts);
-            (
-                Rc::clone(&seg.file),
-                seg.index.floor_position(rel) as u64,
-                seg.size,
-                st.log_start_offset,
-            )
+                .filter(|s| s.max_timestamp >= ts && s.next_offset > st.log_start_offset)
+                .map(|s| {
+                    (
+                        Rc::clone(&s.file),
+                        s.index.floor_position(s.time_index.scan_start(ts)) as u64,
+                        s.size,
+                    )
+                })
+                .collect()
         };
-        while pos < size {
-            let want = ((size - pos) as usize).min(1 << 20);
-            let r = file.read_at(pos, want).await.map_err(KafkaError::storage)?;
-            let mut at = 0;
-            while let Some(len) = record::framed_len(&r[at..]) {
-                if at + len > r.len() {
-                    if at == 0 {
-                        let whole = file.read_at(pos, len).await.map_err(KafkaError::storage)?;
-                        if let Some(found) = first_at_or_after(&whole, ts, log_start) {
-                            return Ok(Some(found));
+        for (file, mut pos, size) in candidates {
+            while pos < size {
+                let log_start = self.log_start_offset();
+                let want = ((size - pos) as usize).min(1 << 20);
+                let r = file.read_at(pos, want).await.map_err(KafkaError::storage)?;
+                let mut at = 0;
+                while let Some(len) = record::framed_len(&r[at..]) {
+                    if at + len > r.len() {
+                        if at == 0 {
+                            let whole =
+                                file.read_at(pos, len).await.map_err(KafkaError::storage)?;
+                            if let Some(found) = first_at_or_after(&whole, ts, log_start) {
+                                return Ok(Some(found));
+                            }
+                            at = len;
                         }
-                        at = len;
+                        break;
                     }
+                    if let Some(found) = first_at_or_after(&r[at..at + len], ts, log_start) {
+                        return Ok(Some(found));
+                    }
+                    at += len;
+                }
+                if at == 0 {
                     break;
                 }
-                if let Some(found) = first_at_or_after(&r[at..at + len], ts, log_start) {
-                    return Ok(Some(found));
-                }
-                at += len;
+                pos += at as u64;
             }
-            if at == 0 {
-                break;
-            }
-            pos += at as u64;
         }
         Ok(None)
     }
 
-    /// The record with the largest timestamp (ListOffsets MAX_TIMESTAMP).
+    /// The record with the largest timestamp (ListOffsets MAX_TIMESTAMP): the first record
+    /// carrying the largest timestamp of the live segments.
     pub async fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, KafkaError> {
-        let (ts, batch) = {
+        let max = {
             let st = self.state.borrow();
-            match st
-                .segments
+            st.segments
                 .values()
                 .filter(|s| s.next_offset > st.log_start_offset)
-                .max_by_key(|s| s.max_timestamp)
-            {
-                Some(s) if s.max_timestamp >= 0 => (s.max_timestamp, s.max_timestamp_batch),
-                _ => return Ok(None),
-            }
+                .map(|s| s.max_timestamp)
+                .max()
+                .unwrap_or(-1)
         };
-        let bytes = self.read(batch.max(self.log_start_offset()), 1).await?;
-        let Some(len) = record::framed_len(&bytes) else {
-            return Ok(Some((batch, ts)));
-        };
-        let records = record::record_timestamps(&bytes[..len.min(bytes.len())]);
-        Ok(records
-            .into_iter()
-            .find(|&(_, t)| t == ts)
-            .or(Some((batch, ts))))
+        if max < 0 {
+            return Ok(None);
+        }
+        self.offset_for_timestamp(max).await
     }
 
     /// Moves the log start offset forward (DeleteRecords); -1 means the high watermark.
@@ -850,15 +864,21 @@ impl PartitionLog {
             let active_base = st.active().base_offset;
             let mut new_start = None;
             for s in st.segments.values() {
-                if s.base_offset == active_base {
-                    break;
-                }
                 let expired = config.retention_ms >= 0
                     && s.max_timestamp >= 0
                     && now - s.max_timestamp > config.retention_ms;
                 let oversize =
                     config.retention_bytes >= 0 && total - s.size as i64 >= config.retention_bytes;
                 if !(expired || oversize) {
+                    break;
+                }
+                if s.base_offset == active_base {
+                    // The active segment is due too: have the appender roll it, and a later
+                    // pass deletes it (a log always keeps one segment, as in Kafka).
+                    if s.size > 0 {
+                        self.roll_requested.set(true);
+                        self.appender_wake.notify(1);
+                    }
                     break;
                 }
                 total -= s.size as i64;

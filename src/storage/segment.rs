@@ -38,8 +38,6 @@ pub struct Segment {
     pub next_offset: i64,
     pub size: u64,
     pub max_timestamp: i64,
-    /// Base offset of the batch holding `max_timestamp`.
-    pub max_timestamp_batch: i64,
     pub index: OffsetIndex,
     pub time_index: TimeIndex,
     pub created_ms: i64,
@@ -83,7 +81,6 @@ impl Segment {
             next_offset: base_offset,
             size: 0,
             max_timestamp: -1,
-            max_timestamp_batch: base_offset,
             index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
             created_ms: now_ms,
@@ -110,7 +107,6 @@ impl Segment {
         self.bytes_since_index += batch.len() as u64;
         if batch.max_timestamp() > self.max_timestamp {
             self.max_timestamp = batch.max_timestamp();
-            self.max_timestamp_batch = batch.base_offset();
         }
         self.size = position + batch.len() as u64;
         self.next_offset = batch.next_offset();
