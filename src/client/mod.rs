@@ -94,6 +94,7 @@ impl Client {
 }
 
 /// Encodes records as one v2 batch (offsets relative from 0; the broker assigns real ones).
+/// A Produce request carries exactly one batch per partition.
 pub fn encode_batch(
     records: &[(Option<Bytes>, Bytes)],
     compression: Compression,
@@ -114,7 +115,9 @@ pub fn encode_batch(
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The codec keeps records in one batch while offset - sequence is constant; this
+            // makes the batch's base sequence -1 (no sequence, not idempotent).
+            sequence: i as i32 - 1,
             timestamp: now,
             key: k.clone(),
             value: Some(v.clone()),
@@ -153,4 +156,28 @@ pub fn decode_records(mut records: Bytes) -> anyhow::Result<Vec<Consumed>> {
         }));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_records_make_one_batch() {
+        let records: Vec<(Option<Bytes>, Bytes)> = (0..100)
+            .map(|i| (None, Bytes::from(format!("v{i}"))))
+            .collect();
+        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let encoded = encode_batch(&records, compression).unwrap();
+            let (batches, used) = crate::record::valid_prefix(&encoded);
+            assert_eq!((batches.len(), used), (1, encoded.len()), "{compression:?}");
+            assert_eq!(batches[0].record_count(), 100);
+            assert_eq!(
+                i32::from_be_bytes(encoded[53..57].try_into().unwrap()),
+                -1,
+                "base sequence"
+            );
+            assert_eq!(decode_records(encoded).unwrap().len(), 100);
+        }
+    }
 }

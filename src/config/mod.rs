@@ -284,6 +284,24 @@ impl BrokerConfig {
         Ok(cfg)
     }
 
+    /// Where a topic's effective value of `key` comes from: its own override, a broker key set
+    /// in the config file or on the command line, or the embedded default.
+    pub fn topic_config_source(&self, topic: &TopicConfigs, key: &str) -> ConfigSource {
+        if topic.overrides.contains_key(key) {
+            return ConfigSource::DynamicTopic;
+        }
+        let set = |k: &str| {
+            self.values
+                .get(k)
+                .is_some_and(|(_, s)| *s == ConfigSource::StaticBroker)
+        };
+        if topic::broker_keys_for(key).iter().any(|k| set(k)) {
+            ConfigSource::StaticBroker
+        } else {
+            ConfigSource::Default
+        }
+    }
+
     /// Every broker key with its value and source, for DescribeConfigs.
     pub fn entries(&self) -> impl Iterator<Item = (&str, &str, ConfigSource)> {
         self.values

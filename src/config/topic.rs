@@ -31,6 +31,27 @@ const TOPIC_KEYS: &[(&str, &str)] = &[
     ("unclean.leader.election.enable", "false"),
 ];
 
+/// The broker keys whose value a topic key takes when the topic does not override it.
+pub fn broker_keys_for(topic_key: &str) -> &'static [&'static str] {
+    match topic_key {
+        "segment.bytes" => &["log.segment.bytes"],
+        "segment.ms" => &["log.roll.ms", "log.roll.hours"],
+        "retention.ms" => &[
+            "log.retention.ms",
+            "log.retention.minutes",
+            "log.retention.hours",
+        ],
+        "retention.bytes" => &["log.retention.bytes"],
+        "index.interval.bytes" => &["log.index.interval.bytes"],
+        "cleanup.policy" => &["log.cleanup.policy"],
+        "message.timestamp.type" => &["log.message.timestamp.type"],
+        "max.message.bytes" => &["message.max.bytes"],
+        "min.insync.replicas" => &["min.insync.replicas"],
+        "compression.type" => &["compression.type"],
+        _ => &[],
+    }
+}
+
 pub fn is_topic_key(key: &str) -> bool {
     TOPIC_KEYS.iter().any(|(k, _)| *k == key)
 }

@@ -33,6 +33,9 @@ pub async fn handle(
     let mut new = Vec::new();
     for t in request.topics {
         let name = t.name.0.as_str().to_string();
+        if duplicates.contains(&name) && slots.iter().any(|(n, _)| *n == name) {
+            continue; // one answer per duplicated name, as Kafka gives
+        }
         let checked = (|| {
             if duplicates.contains(&name) {
                 return Err(KafkaError::new(error::INVALID_REQUEST, format!("Create topics request from client contains multiple entries for topic {name}")));
@@ -128,11 +131,8 @@ pub async fn handle(
                         .into_iter()
                         .map(|(k, v)| {
                             let mut c = CreatableTopicConfigs::default();
-                            c.config_source = if meta.configs.overrides.contains_key(&k) {
-                                1
-                            } else {
-                                5
-                            };
+                            c.config_source =
+                                shard.config.topic_config_source(&meta.configs, &k) as i8;
                             c.name = str_bytes(&k);
                             c.value = Some(str_bytes(&v));
                             c

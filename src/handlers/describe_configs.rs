@@ -69,9 +69,10 @@ pub async fn handle(
     for res in request.resources {
         let name = res.resource_name.as_str().to_string();
         let wanted = |k: &str| {
+            // Null or empty: every key (as Kafka's ConfigHelper treats both).
             res.configuration_keys
                 .as_ref()
-                .is_none_or(|keys| keys.iter().any(|x| x.as_str() == k))
+                .is_none_or(|keys| keys.is_empty() || keys.iter().any(|x| x.as_str() == k))
         };
         let mut r = DescribeConfigsResult::default();
         r.resource_type = res.resource_type;
@@ -81,11 +82,7 @@ pub async fn handle(
                 Some(t) => {
                     let effective = t.configs.resolve_map(&c.log_defaults).unwrap_or_default();
                     for (k, v) in effective.iter().filter(|(k, _)| wanted(k)) {
-                        let source = if t.configs.overrides.contains_key(k) {
-                            ConfigSource::DynamicTopic
-                        } else {
-                            ConfigSource::Default
-                        };
+                        let source = c.topic_config_source(&t.configs, k);
                         r.configs.push(entry(
                             version,
                             k,

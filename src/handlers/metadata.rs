@@ -25,7 +25,10 @@ fn describe(
         topic.topic_id = uuid::Uuid::from_bytes(t.id);
     }
     if version >= 1 {
-        topic.is_internal = t.name.starts_with("__");
+        topic.is_internal = matches!(
+            t.name.as_str(),
+            "__consumer_offsets" | "__transaction_state"
+        );
     }
     if with_operations && version >= 8 {
         topic.topic_authorized_operations = crate::handlers::TOPIC_AUTHORIZED_OPERATIONS;

@@ -25,11 +25,13 @@ fn failed(version: i16, index: i32, e: &KafkaError) -> PartitionProduceResponse 
     p
 }
 
+/// The response, `Ok(None)` for acks=0, or `Err` with the reason to close the connection (an
+/// acks=0 request that failed: closing is how Kafka tells a client that gets no answers).
 pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: ProduceRequest,
-) -> Option<ProduceResponse> {
+) -> Result<Option<ProduceResponse>, String> {
     let acks = request.acks;
     let meta = shard.metadata();
     let mut layout: Vec<(String, Vec<PartitionSlot>)> = Vec::new();
@@ -50,6 +52,12 @@ pub async fn handle(
                 ))
             } else if let Some(max_bytes) = max_bytes {
                 match p.records.map(|r| record::validate_batches(r, max_bytes)) {
+                    Some(Ok(batches)) if version < 7 && batches.compression() == record::ZSTD => {
+                        Err(KafkaError::new(
+                            error::UNSUPPORTED_COMPRESSION_TYPE,
+                            "zstd needs Produce v7 or later",
+                        ))
+                    }
                     Some(Ok(batches)) => {
                         ops.push(PartitionOp {
                             topic: name.clone(),
@@ -73,7 +81,18 @@ pub async fn handle(
     }
     let outcomes = shard.run_partition_ops(ops).await;
     if acks == 0 {
-        return None;
+        let failed = layout
+            .iter()
+            .flat_map(|(_, parts)| parts)
+            .any(|(_, slot)| match slot {
+                Err(_) => true,
+                Ok(i) => outcomes[*i].is_err(),
+            });
+        return if failed {
+            Err("an acks=0 produce request failed".into())
+        } else {
+            Ok(None)
+        };
     }
     let mut response = ProduceResponse::default();
     for (name, parts) in layout {
@@ -107,5 +126,5 @@ pub async fn handle(
         }
         response.responses.push(topic);
     }
-    Some(response)
+    Ok(Some(response))
 }

@@ -126,8 +126,9 @@ pub async fn handle(shard: &Rc<Shard>, body: Bytes) -> Outcome {
             ResponseKind::Metadata(handlers::metadata::handle(shard, version, r).await)
         }
         RequestKind::Produce(r) => match handlers::produce::handle(shard, version, r).await {
-            Some(resp) => ResponseKind::Produce(resp),
-            None => return Outcome::NoResponse,
+            Ok(Some(resp)) => ResponseKind::Produce(resp),
+            Ok(None) => return Outcome::NoResponse,
+            Err(why) => return Outcome::Close(why),
         },
         RequestKind::Fetch(r) => {
             ResponseKind::Fetch(handlers::fetch::handle(shard, version, r).await)

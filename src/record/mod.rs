@@ -30,6 +30,9 @@ pub const RECORD_COUNT: usize = 57;
 
 const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
+const CONTROL_FLAG: i16 = 0x20;
+/// The compression codec id of zstd, which Produce accepts only from v7.
+pub const ZSTD: i16 = 4;
 
 fn get_i16(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([b[at], b[at + 1]])
@@ -172,7 +175,8 @@ pub fn valid_prefix(buf: &[u8]) -> (Vec<BatchView<'_>>, usize) {
     (out, pos)
 }
 
-/// The batches in a produce request's `records`, validated.
+/// The batch in a produce request's `records`, validated (a `Vec` of ranges so stored and
+/// future multi-batch sources share the append path).
 pub struct ValidatedBatches {
     pub records: Bytes,
     /// Byte ranges of each batch within `records`.
@@ -192,6 +196,21 @@ fn read_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
         }
     }
     None
+}
+
+impl ValidatedBatches {
+    /// The compression codec id of the (first) batch.
+    pub fn compression(&self) -> i16 {
+        self.batches
+            .first()
+            .map(|&(s, e)| {
+                BatchView {
+                    bytes: &self.records[s..e],
+                }
+                .compression()
+            })
+            .unwrap_or(0)
+    }
 }
 
 /// Counts the records of an uncompressed batch by walking their length prefixes.
@@ -221,6 +240,12 @@ pub fn validate_batches(
         return Err(BatchError::Invalid("empty record set".into()));
     }
     while pos < records.len() {
+        if !batches.is_empty() {
+            // Kafka: a v3+ Produce carries exactly one batch per partition.
+            return Err(BatchError::Invalid(
+                "a produce request may carry only one record batch per partition".into(),
+            ));
+        }
         let rest = &records[pos..];
         let len = framed_len(rest)
             .ok_or_else(|| BatchError::Corrupt(format!("unreadable batch length at byte {pos}")))?;
@@ -243,9 +268,14 @@ pub fn validate_batches(
         }
         if view.compression() == 0 && count_plain_records(&view.bytes[HEADER_LEN..]) != Some(count)
         {
-            return Err(BatchError::Corrupt(format!(
+            return Err(BatchError::Invalid(format!(
                 "records do not add up to the count {count}"
             )));
+        }
+        if view.attributes() & CONTROL_FLAG != 0 {
+            return Err(BatchError::Invalid(
+                "clients may not write control batches".into(),
+            ));
         }
         if view.compression() > 4 {
             return Err(BatchError::Invalid(format!(

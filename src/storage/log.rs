@@ -493,12 +493,16 @@ impl PartitionLog {
         let config = self.config();
         let total: usize = round.iter().map(|p| p.bytes).sum();
         let now = now_ms();
+        let offsets: i64 = round.iter().map(|p| p.batches.offset_count).sum();
         let needs_roll = {
             let st = self.state.borrow();
             let a = st.active();
+            // Index entries hold offsets relative to the segment base in 32 bits.
+            let relative_end = st.next_offset + offsets - a.base_offset;
             a.size > 0
                 && (a.size + total as u64 > config.segment_bytes
-                    || now - a.created_ms >= config.segment_ms)
+                    || now - a.created_ms >= config.segment_ms
+                    || relative_end > i32::MAX as i64)
         };
         if needs_roll {
             if let Err(e) = self.roll(now).await {
