@@ -224,6 +224,34 @@ fn every_advertised_version_answers() {
         );
     }
 
+    for v in range(&apis, ApiKey::FindCoordinator) {
+        let mut r = FindCoordinatorRequest::default();
+        if v >= 4 {
+            r.coordinator_keys = vec![s("group-a"), s("group-b")];
+        } else {
+            r.key = s("group-a");
+        }
+        let resp = c
+            .send(&r, v)
+            .unwrap_or_else(|e| panic!("FindCoordinator v{v}: {e}"));
+        if v >= 4 {
+            assert_eq!(resp.coordinators.len(), 2, "FindCoordinator v{v}");
+            for co in &resp.coordinators {
+                assert_eq!(
+                    (co.error_code, co.node_id.0, co.port),
+                    (0, 0, broker.port() as i32),
+                    "FindCoordinator v{v}"
+                );
+            }
+        } else {
+            assert_eq!(
+                (resp.error_code, resp.node_id.0, resp.port),
+                (0, 0, broker.port() as i32),
+                "FindCoordinator v{v}"
+            );
+        }
+    }
+
     for v in range(&apis, ApiKey::CreateTopics) {
         let name = format!("matrix-created-v{v}");
         let mut t = create_topics_request::CreatableTopic::default();

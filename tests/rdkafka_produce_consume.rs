@@ -44,6 +44,34 @@ fn run(broker: &Broker, codec: &str, acks: &str) {
         "[{run}] {n} messages: produced+acked in {produced_in:?}, consumed in {consumed_in:?}, per partition {counts:?}"
     );
 
+    // The data really travelled under this codec (librdkafka silently falls back to none
+    // when it believes a broker lacks a codec).
+    let expected_codec = ["none", "gzip", "snappy", "lz4", "zstd"]
+        .iter()
+        .position(|c| *c == codec)
+        .expect("known codec") as i16;
+    let segment = std::fs::read_dir(broker.partition_dir(&topic, 0))
+        .expect("partition dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("a segment");
+    let bytes = std::fs::read(&segment).expect("read segment");
+    let (batches, _) = shardlog::record::valid_prefix(&bytes);
+    assert!(
+        !batches.is_empty(),
+        "[{run}] no batches in {}",
+        segment.display()
+    );
+    let codecs: std::collections::BTreeSet<i16> = batches.iter().map(|b| b.compression()).collect();
+    assert!(
+        codecs.contains(&expected_codec),
+        "[{run}] stored batches use codecs {codecs:?}, none is {codec}"
+    );
+    assert!(
+        codecs.iter().all(|&c| c == 0 || c == expected_codec),
+        "[{run}] unexpected codecs {codecs:?}"
+    );
+
     for (p, &count) in counts.iter().enumerate() {
         assert!(
             count > 0,

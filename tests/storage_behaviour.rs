@@ -370,3 +370,61 @@ fn recreated_topic_starts_empty_even_over_leftovers() {
     );
     broker.terminate();
 }
+
+#[test]
+fn timestamp_lookup_inside_compressed_batches() {
+    let mut broker = Broker::start(&[], 1);
+    let b = broker.bootstrap();
+    let consumer: BaseConsumer = consumer_config(&b).create().expect("consumer");
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("ts-{codec}");
+        create_topic(&b, &topic, 1, &[]);
+        let mut cfg = producer_config(&b);
+        cfg.set("compression.type", codec)
+            .set("linger.ms", "200")
+            .set("batch.num.messages", "100");
+        let producer: rdkafka::producer::BaseProducer = cfg.create().expect("producer");
+        let base = now_ms() - 600_000;
+        // Compressible values: librdkafka sends a batch uncompressed when compressing would
+        // not make it smaller.
+        let value = "v".repeat(2000);
+        for i in 0..10i64 {
+            let key = format!("k{i}");
+            producer
+                .send(
+                    BaseRecord::to(&topic)
+                        .key(&key)
+                        .payload(&value)
+                        .partition(0)
+                        .timestamp(base + i * 1000),
+                )
+                .expect("enqueue");
+        }
+        rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).expect("flush");
+        let segment = files_with(&broker.partition_dir(&topic, 0), "log").remove(0);
+        let bytes = fs::read(&segment).expect("read segment");
+        let (batches, _) = shardlog::record::valid_prefix(&bytes);
+        assert_eq!(
+            batches.len(),
+            1,
+            "{codec}: the ten records travel in one batch"
+        );
+        assert_ne!(batches[0].compression(), 0, "{codec}: and it is compressed");
+        for (query, expected) in [(base + 4500, 5i64), (base, 0), (base + 9000, 9)] {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, 0, Offset::Offset(query))
+                .expect("tpl");
+            let found = consumer
+                .offsets_for_times(tpl, Duration::from_secs(10))
+                .expect("offsets_for_times");
+            let offset = found.find_partition(&topic, 0).expect("partition").offset();
+            assert_eq!(
+                offset,
+                Offset::Offset(expected),
+                "{codec}: first record at or after {}",
+                query - base
+            );
+        }
+    }
+    broker.terminate();
+}

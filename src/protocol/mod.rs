@@ -40,6 +40,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
 ];
 
 /// The version range served for an API key, if any.
@@ -153,6 +154,9 @@ pub async fn handle(shard: &Rc<Shard>, body: Bytes) -> Outcome {
         ),
         RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(
             handlers::create_partitions::handle(shard, version, r).await,
+        ),
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
+            handlers::find_coordinator::handle(shard, version, r).await,
         ),
         RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(
             handlers::describe_cluster::handle(shard, version, r).await,

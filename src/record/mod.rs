@@ -9,6 +9,8 @@
 //! `lastOffsetDelta + 1 == recordCount`; `iterate_batches` over stored bytes stops at the first
 //! batch that is not, which is how recovery finds a torn or damaged tail.
 
+pub mod codec;
+
 use bytes::Bytes;
 
 /// Size of the fixed v2 batch header.
@@ -314,22 +316,59 @@ pub fn assign_offsets(
     }
 }
 
-/// Timestamps of each record of a batch, for lookups by time. Decompresses when it must
-/// (off the produce path: only ListOffsets by timestamp calls this).
+/// Most bytes a compressed batch may expand to when looked into.
+const DECOMPRESSED_LIMIT: usize = 64 << 20;
+
+/// (offset, timestamp) of every record in `records` (a batch's record section, uncompressed),
+/// reading only each record's length, attributes and timestamp/offset deltas: headers, keys
+/// and values are skipped, never decoded.
+pub fn scan_timestamps(
+    base_offset: i64,
+    base_timestamp: i64,
+    records: &[u8],
+) -> Option<Vec<(i64, i64)>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < records.len() {
+        let len = read_varint(records, &mut pos)?;
+        let end = pos.checked_add(usize::try_from(len).ok()?)?;
+        if end > records.len() {
+            return None;
+        }
+        let mut at = pos + 1; // attributes
+        let timestamp_delta = read_varint(records, &mut at)?;
+        let offset_delta = read_varint(records, &mut at)?;
+        out.push((
+            base_offset.wrapping_add(offset_delta),
+            base_timestamp.wrapping_add(timestamp_delta),
+        ));
+        pos = end;
+    }
+    Some(out)
+}
+
+/// (offset, timestamp) of each record of a batch, for lookups by time. A compressed batch is
+/// decompressed (bounded); CPU-heavy, so callers run it off the executor. A batch that cannot
+/// be read record by record answers for itself: its base offset with its max timestamp.
 pub fn record_timestamps(batch: &[u8]) -> Vec<(i64, i64)> {
     let view = BatchView { bytes: batch };
-    if view.attributes() & TIMESTAMP_TYPE_LOG_APPEND != 0 {
-        return vec![(view.base_offset(), view.max_timestamp())];
+    let whole_batch = vec![(view.base_offset(), view.max_timestamp())];
+    if view.attributes() & TIMESTAMP_TYPE_LOG_APPEND != 0 || batch.len() < HEADER_LEN {
+        return whole_batch;
     }
-    let mut buf = Bytes::copy_from_slice(batch);
-    match kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) {
-        Ok(set) => set
-            .records
-            .iter()
-            .map(|r| (r.offset, r.timestamp))
-            .collect(),
-        Err(_) => vec![(view.base_offset(), view.max_timestamp())],
-    }
+    let body = &batch[HEADER_LEN..];
+    let plain;
+    let records = match view.compression() {
+        0 => body,
+        codec => match codec::decompress(codec, body, DECOMPRESSED_LIMIT) {
+            Ok(p) => {
+                plain = p;
+                &plain[..]
+            }
+            Err(_) => return whole_batch,
+        },
+    };
+    scan_timestamps(view.base_offset(), view.base_timestamp(), records).unwrap_or(whole_batch)
 }
 
 #[cfg(test)]

@@ -779,14 +779,14 @@ impl PartitionLog {
                         if at == 0 {
                             let whole =
                                 file.read_at(pos, len).await.map_err(KafkaError::storage)?;
-                            if let Some(found) = first_at_or_after(&whole, ts, log_start) {
+                            if let Some(found) = first_at_or_after(&whole, ts, log_start).await {
                                 return Ok(Some(found));
                             }
                             at = len;
                         }
                         break;
                     }
-                    if let Some(found) = first_at_or_after(&r[at..at + len], ts, log_start) {
+                    if let Some(found) = first_at_or_after(&r[at..at + len], ts, log_start).await {
                         return Ok(Some(found));
                     }
                     at += len;
@@ -968,12 +968,16 @@ fn base64_url(bytes: &[u8]) -> String {
     out
 }
 
-fn first_at_or_after(batch: &[u8], ts: i64, log_start: i64) -> Option<(i64, i64)> {
+/// The first record of `batch` at or after `log_start` with timestamp >= `ts`, if the batch
+/// can hold one. Looking inside means decompressing, which runs off the executor.
+async fn first_at_or_after(batch: &[u8], ts: i64, log_start: i64) -> Option<(i64, i64)> {
     let view = BatchView { bytes: batch };
     if view.max_timestamp() < ts || view.next_offset() <= log_start {
         return None;
     }
-    record::record_timestamps(batch)
+    let batch = batch.to_vec();
+    let records = blocking(move || record::record_timestamps(&batch)).await;
+    records
         .into_iter()
         .find(|&(o, t)| t >= ts && o >= log_start)
 }
