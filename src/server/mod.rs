@@ -22,7 +22,29 @@ use crate::storage::CLEAN_SHUTDOWN_FILE;
 /// Flags shared with the signal-handling main thread; polled by shards, never on the data path.
 struct Lifecycle {
     stop: AtomicBool,
+    /// Shards that have opened their partitions: none accepts before all have.
+    opened: AtomicUsize,
     connections_done: AtomicUsize,
+}
+
+/// What the main thread waits for.
+enum Event {
+    Ready(Result<(), String>),
+    Signal(i32),
+    /// A shard's thread ended, normally or by a panic.
+    ShardExited(usize),
+}
+
+/// Tells the main thread when a shard's thread ends, however it ends.
+struct ExitNotice {
+    id: usize,
+    events: std::sync::mpsc::Sender<Event>,
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.events.send(Event::ShardExited(self.id));
+    }
 }
 
 /// The CPUs this process may run on.
@@ -130,14 +152,23 @@ pub fn run(config: BrokerConfig, cores: usize) -> anyhow::Result<()> {
     } else {
         (None, config.listen_port)
     };
+    let (events, events_rx) = std::sync::mpsc::channel::<Event>();
     let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])?;
+    std::thread::spawn({
+        let events = events.clone();
+        move || {
+            for sig in signals.forever() {
+                let _ = events.send(Event::Signal(sig));
+            }
+        }
+    });
     let lifecycle = Arc::new(Lifecycle {
         stop: AtomicBool::new(false),
+        opened: AtomicUsize::new(0),
         connections_done: AtomicUsize::new(0),
     });
     let cpus = allowed_cpus();
     let mesh = MeshBuilder::<ShardMessage, _>::full(cores, 4096);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::new();
     for id in 0..cores {
         let placement = if cores <= cpus.len() {
@@ -145,30 +176,45 @@ pub fn run(config: BrokerConfig, cores: usize) -> anyhow::Result<()> {
         } else {
             Placement::Unbound
         };
-        let (config, mesh, snapshot, lifecycle, ready) = (
+        let (config, mesh, snapshot, lifecycle, shard_events) = (
             config.clone(),
             mesh.clone(),
             snapshot.clone(),
             Arc::clone(&lifecycle),
-            ready_tx.clone(),
+            events.clone(),
         );
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
             .spawn(move || async move {
+                let _notice = ExitNotice {
+                    id,
+                    events: shard_events.clone(),
+                };
                 shard_main(
-                    id, cores, port, config, mesh, snapshot, clean, lifecycle, ready,
+                    id,
+                    cores,
+                    port,
+                    config,
+                    mesh,
+                    snapshot,
+                    clean,
+                    lifecycle,
+                    shard_events,
                 )
                 .await
             })
             .map_err(|e| anyhow::anyhow!("cannot start shard {id}: {e}"))?;
         handles.push(handle);
     }
-    drop(ready_tx);
-    for _ in 0..cores {
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => anyhow::bail!("{e}"),
-            Err(_) => anyhow::bail!("a shard stopped during start-up"),
+    drop(events);
+    let mut ready = 0;
+    while ready < cores {
+        match events_rx.recv() {
+            Ok(Event::Ready(Ok(()))) => ready += 1,
+            Ok(Event::Ready(Err(e))) => anyhow::bail!("{e}"),
+            Ok(Event::Signal(sig)) => anyhow::bail!("signal {sig} during start-up"),
+            Ok(Event::ShardExited(id)) => anyhow::bail!("shard {id} stopped during start-up"),
+            Err(_) => anyhow::bail!("the shards stopped during start-up"),
         }
     }
     drop(placeholder);
@@ -178,13 +224,27 @@ pub fn run(config: BrokerConfig, cores: usize) -> anyhow::Result<()> {
         snapshot.topics.len(),
         log_dir.display()
     );
-    if let Some(sig) = signals.forever().next() {
-        tracing::info!("signal {sig}: shutting down");
-    }
+    let failed_shard = loop {
+        match events_rx.recv() {
+            Ok(Event::Signal(sig)) => {
+                tracing::info!("signal {sig}: shutting down");
+                break None;
+            }
+            Ok(Event::ShardExited(id)) => {
+                tracing::error!("shard {id} stopped unexpectedly: shutting down");
+                break Some(id);
+            }
+            Ok(Event::Ready(_)) => {}
+            Err(_) => break None,
+        }
+    };
     lifecycle.stop.store(true, Ordering::SeqCst);
     let mut all_closed = true;
     for h in handles {
         all_closed &= h.join().unwrap_or(false);
+    }
+    if let Some(id) = failed_shard {
+        anyhow::bail!("shard {id} stopped unexpectedly; logs will be recovered at the next start");
     }
     if all_closed {
         let f = std::fs::File::create(&marker)?;
@@ -205,10 +265,13 @@ async fn shard_main(
     snapshot: MetadataSnapshot,
     clean: bool,
     lifecycle: Arc<Lifecycle>,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
+    events: std::sync::mpsc::Sender<Event>,
 ) -> bool {
+    let ready = |r: Result<(), String>| {
+        let _ = events.send(Event::Ready(r));
+    };
     let Ok((senders, receivers)) = mesh.join().await else {
-        let _ = ready.send(Err(format!("shard {id}: cannot join the shard mesh")));
+        ready(Err(format!("shard {id}: cannot join the shard mesh")));
         return false;
     };
     let host = config.listen_host.clone();
@@ -217,7 +280,7 @@ async fn shard_main(
         shard.advertised_port.set(port);
     }
     if let Err(e) = crate::storage::probe_direct_io(&shard.config.log_dir, id).await {
-        let _ = ready.send(Err(format!(
+        ready(Err(format!(
             "direct I/O on {}: {e}",
             shard.config.log_dir.display()
         )));
@@ -225,14 +288,19 @@ async fn shard_main(
     }
     shard.spawn_mesh_receivers(receivers);
     shard.apply_metadata(snapshot, clean).await;
+    // Accept only once every shard has its partitions open.
+    lifecycle.opened.fetch_add(1, Ordering::SeqCst);
+    while lifecycle.opened.load(Ordering::SeqCst) < count {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
     let listener = match glommio::net::TcpListener::bind((host.as_str(), port)) {
         Ok(l) => l,
         Err(e) => {
-            let _ = ready.send(Err(format!("cannot listen on {host}:{port}: {e}")));
+            ready(Err(format!("cannot listen on {host}:{port}: {e}")));
             return false;
         }
     };
-    let _ = ready.send(Ok(()));
+    ready(Ok(()));
     glommio::spawn_local(Rc::clone(&shard).run_retention()).detach();
     glommio::spawn_local({
         let (shard, lifecycle) = (Rc::clone(&shard), Arc::clone(&lifecycle));
