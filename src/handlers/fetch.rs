@@ -137,10 +137,16 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
                     if version >= 5 {
                         part.log_start_offset = d.log_start_offset;
                     }
-                    if total == 0 || total + d.records.len() <= max_bytes {
-                        total += d.records.len();
-                        part.records = Some(d.records);
-                    }
+                    // The first data is whole (KIP-74); after it, whole batches while they fit.
+                    let records = if total == 0 {
+                        d.records
+                    } else {
+                        let room = max_bytes.saturating_sub(total);
+                        d.records
+                            .slice(..crate::record::whole_batches_within(&d.records, room))
+                    };
+                    total += records.len();
+                    part.records = Some(records);
                 }
                 Some(Err((e, marks))) => {
                     part.error_code = e.code;

@@ -177,6 +177,18 @@ pub fn valid_prefix(buf: &[u8]) -> (Vec<BatchView<'_>>, usize) {
     (out, pos)
 }
 
+/// Length of the longest prefix of `batches` made of whole batches and at most `limit` long.
+pub fn whole_batches_within(batches: &[u8], limit: usize) -> usize {
+    let mut end = 0;
+    while let Some(len) = framed_len(&batches[end..]) {
+        if end + len > limit || end + len > batches.len() {
+            break;
+        }
+        end += len;
+    }
+    end
+}
+
 /// The batch in a produce request's `records`, validated (a `Vec` of ranges so stored and
 /// future multi-batch sources share the append path).
 pub struct ValidatedBatches {
@@ -378,6 +390,21 @@ mod tests {
     #[test]
     fn crc32c_is_castagnoli() {
         assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn whole_batch_prefix() {
+        let batch = crate::client::encode_batch(
+            &[(None, Bytes::from("v"))],
+            kafka_protocol::records::Compression::None,
+        )
+        .unwrap();
+        let three = [&batch[..], &batch[..], &batch[..]].concat();
+        let n = batch.len();
+        assert_eq!(whole_batches_within(&three, 0), 0);
+        assert_eq!(whole_batches_within(&three, n - 1), 0);
+        assert_eq!(whole_batches_within(&three, 2 * n + 5), 2 * n);
+        assert_eq!(whole_batches_within(&three, usize::MAX), 3 * n);
     }
 
     #[test]
