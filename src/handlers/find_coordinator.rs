@@ -33,6 +33,11 @@ pub async fn handle(
             ))),
         )
     };
+    let (node, host, port) = if known {
+        (BrokerId(c.node_id), str_bytes(&c.advertised_host), port)
+    } else {
+        (BrokerId(-1), str_bytes(""), -1)
+    };
     let mut r = FindCoordinatorResponse::default();
     if version >= 4 {
         r.coordinators = request
@@ -43,14 +48,9 @@ pub async fn handle(
                 co.key = key.clone();
                 co.error_code = code;
                 co.error_message = message.clone();
-                if known {
-                    co.node_id = BrokerId(c.node_id);
-                    co.host = str_bytes(&c.advertised_host);
-                    co.port = port;
-                } else {
-                    co.node_id = BrokerId(-1);
-                    co.port = -1;
-                }
+                co.node_id = node;
+                co.host = host.clone();
+                co.port = port;
                 co
             })
             .collect();
@@ -59,14 +59,9 @@ pub async fn handle(
         if version >= 1 {
             r.error_message = message;
         }
-        if known {
-            r.node_id = BrokerId(c.node_id);
-            r.host = str_bytes(&c.advertised_host);
-            r.port = port;
-        } else {
-            r.node_id = BrokerId(-1);
-            r.port = -1;
-        }
+        r.node_id = node;
+        r.host = host;
+        r.port = port;
     }
     r
 }
