@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod handlers;
 pub mod metadata;
+pub mod perf;
 pub mod protocol;
 pub mod record;
 pub mod server;

@@ -10,9 +10,9 @@ use std::net::TcpStream;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+
+use crate::record::builder::{BatchBuilder, Codec};
 
 pub struct Client {
     stream: TcpStream,
@@ -103,37 +103,18 @@ pub fn encode_batch(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| Record {
-            transactional: false,
-            delete_horizon: false,
-            control: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The codec keeps records in one batch while offset - sequence is constant; this
-            // makes the batch's base sequence -1 (no sequence, not idempotent).
-            sequence: i as i32 - 1,
-            timestamp: now,
-            key: k.clone(),
-            value: Some(v.clone()),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )?;
-    Ok(buf.freeze())
+    let codec = match compression {
+        Compression::None => Codec::None,
+        Compression::Gzip => Codec::Gzip,
+        Compression::Snappy => Codec::Snappy,
+        Compression::Lz4 => Codec::Lz4,
+        Compression::Zstd => Codec::Zstd,
+    };
+    let mut batch = BatchBuilder::new(now);
+    for (k, v) in records {
+        batch.push(now, k.as_deref(), v);
+    }
+    Ok(batch.finish(codec)?)
 }
 
 /// Decodes every record of the batches in a fetch response's record set; a trailing partial

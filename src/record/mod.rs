@@ -9,6 +9,7 @@
 //! `lastOffsetDelta + 1 == recordCount`; `iterate_batches` over stored bytes stops at the first
 //! batch that is not, which is how recovery finds a torn or damaged tail.
 
+pub mod builder;
 pub mod codec;
 
 use bytes::Bytes;
