@@ -33,6 +33,11 @@ enum Command {
         #[arg(long)]
         cores: Option<usize>,
     },
+    /// Load generator: produce or consume and report throughput and latency.
+    Perf {
+        #[command(subcommand)]
+        command: shardlog::perf::cli::PerfCommand,
+    },
     #[command(flatten)]
     Client(shardlog::client::cli::ClientCommand),
 }
@@ -58,6 +63,7 @@ fn main() {
                     .and_then(|c| shardlog::server::run(c, cores))
             }
         }
+        Command::Perf { command } => shardlog::perf::cli::run(command),
         Command::Client(cmd) => shardlog::client::cli::run(cmd),
     };
     if let Err(e) = result {

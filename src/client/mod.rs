@@ -52,45 +52,76 @@ impl Client {
 
     fn write_request<R: Request>(&mut self, request: &R, version: i16) -> anyhow::Result<()> {
         self.correlation_id += 1;
-        let key =
-            ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("unknown api key {}", R::KEY))?;
-        let mut header = RequestHeader::default();
-        header.request_api_key = R::KEY;
-        header.request_api_version = version;
-        header.correlation_id = self.correlation_id;
-        header.client_id = Some(StrBytes::from_static_str("shardlog-cli"));
-        let mut buf = BytesMut::new();
-        buf.put_i32(0);
-        header.encode(&mut buf, key.request_header_version(version))?;
-        request.encode(&mut buf, version)?;
-        let len = (buf.len() - 4) as i32;
-        buf[..4].copy_from_slice(&len.to_be_bytes());
-        self.stream.write_all(&buf)?;
+        let frame = encode_request(request, version, self.correlation_id)?;
+        self.stream.write_all(&frame)?;
         Ok(())
     }
 
     fn read_response<R: Request>(&mut self, version: i16) -> anyhow::Result<R::Response> {
-        let key =
-            ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("unknown api key {}", R::KEY))?;
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len)?;
-        let n = i32::from_be_bytes(len);
-        if n < 0 {
-            anyhow::bail!("broker sent a negative frame length");
-        }
-        let mut body = vec![0u8; n as usize];
-        self.stream.read_exact(&mut body)?;
-        let mut body = Bytes::from(body);
-        let rh = ResponseHeader::decode(&mut body, key.response_header_version(version))?;
-        if rh.correlation_id != self.correlation_id {
+        let (correlation_id, response) =
+            decode_response::<R>(read_frame(&mut self.stream)?, version)?;
+        if correlation_id != self.correlation_id {
             anyhow::bail!(
-                "correlation id {} does not match {}",
-                rh.correlation_id,
+                "correlation id {correlation_id} does not match {}",
                 self.correlation_id
             );
         }
-        R::Response::decode(&mut body, version)
+        Ok(response)
     }
+
+    /// The connection, for callers that pipeline (write and read from different threads).
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+}
+
+/// A size-prefixed request frame.
+pub fn encode_request<R: Request>(
+    request: &R,
+    version: i16,
+    correlation_id: i32,
+) -> anyhow::Result<Bytes> {
+    let key =
+        ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("unknown api key {}", R::KEY))?;
+    let mut header = RequestHeader::default();
+    header.request_api_key = R::KEY;
+    header.request_api_version = version;
+    header.correlation_id = correlation_id;
+    header.client_id = Some(StrBytes::from_static_str("shardlog"));
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    header.encode(&mut buf, key.request_header_version(version))?;
+    request.encode(&mut buf, version)?;
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Reads one size-prefixed frame (without its prefix).
+pub fn read_frame(stream: &mut impl Read) -> anyhow::Result<Bytes> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let n = i32::from_be_bytes(len);
+    if n < 0 {
+        anyhow::bail!("broker sent a negative frame length");
+    }
+    let mut body = vec![0u8; n as usize];
+    stream.read_exact(&mut body)?;
+    Ok(Bytes::from(body))
+}
+
+/// Decodes a response frame: its correlation id and body.
+pub fn decode_response<R: Request>(
+    mut body: Bytes,
+    version: i16,
+) -> anyhow::Result<(i32, R::Response)> {
+    let key =
+        ApiKey::try_from(R::KEY).map_err(|_| anyhow::anyhow!("unknown api key {}", R::KEY))?;
+    let header = ResponseHeader::decode(&mut body, key.response_header_version(version))?;
+    Ok((
+        header.correlation_id,
+        R::Response::decode(&mut body, version)?,
+    ))
 }
 
 /// Encodes records as one v2 batch (offsets relative from 0; the broker assigns real ones).

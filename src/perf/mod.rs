@@ -1,6 +1,9 @@
 //! The load generator behind `shardlog perf`: producers and consumers on the project's own
 //! client, with the Java client's partitioning, an open-loop schedule and HDR latencies.
 
+pub mod cli;
+pub mod consumer;
 pub mod partitioner;
+pub mod producer;
 pub mod schedule;
 pub mod stats;

@@ -1,0 +1,242 @@
+//! `shardlog perf produce | consume`, with the options of Kafka's own perf tools
+//! (`kafka-producer-perf-test`, `kafka-consumer-perf-test`) where they exist.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{CreateTopicsRequest, MetadataRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::consumer::{self, ConsumeConfig};
+use super::producer::{self, ProduceConfig};
+use super::stats::Stats;
+use crate::client::Client;
+use crate::record::builder::Codec;
+
+#[derive(Args, Clone)]
+pub struct Target {
+    /// Broker address.
+    #[arg(
+        long = "bootstrap-server",
+        alias = "bootstrap",
+        default_value = "127.0.0.1:9092"
+    )]
+    bootstrap: String,
+    #[arg(long)]
+    topic: String,
+    /// Partitions to create the topic with if it does not exist.
+    #[arg(long, default_value_t = 1)]
+    partitions: i32,
+    /// CPUs to pin load threads to, e.g. "1" or "2,3" (keep them off the broker's cores).
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<usize>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum PerfCommand {
+    /// Produce records and report throughput and acknowledgement latency.
+    Produce {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long = "num-records", default_value_t = 1_000_000)]
+        num_records: u64,
+        #[arg(long = "record-size", default_value_t = 1024)]
+        record_size: usize,
+        /// Records per second over all producers (open loop); -1 for as fast as possible.
+        #[arg(long, default_value_t = -1.0, allow_hyphen_values = true)]
+        throughput: f64,
+        /// Kafka producer settings: batch.size, linger.ms, compression.type, acks,
+        /// max.in.flight.requests.per.connection, partitioner.ignore.keys.
+        #[arg(long = "producer-props", num_args = 1.., value_name = "KEY=VALUE")]
+        producer_props: Vec<String>,
+        /// Producer threads, each with its own connection.
+        #[arg(long, default_value_t = 1)]
+        producers: usize,
+        /// Give each record a key (its number), partitioned as the Java client does.
+        #[arg(long)]
+        keyed: bool,
+    },
+    /// Read a topic from the start and report throughput.
+    Consume {
+        #[command(flatten)]
+        target: Target,
+        /// Records to read (default: everything there at the start).
+        #[arg(long)]
+        messages: Option<u64>,
+        /// Consumer threads, each with its own connection and share of the partitions.
+        #[arg(long, default_value_t = 1)]
+        consumers: usize,
+    },
+}
+
+/// Producer settings by their Kafka names, with the Java client's defaults.
+fn producer_props(props: &[String]) -> anyhow::Result<(usize, Duration, Codec, i16, usize, bool)> {
+    let (mut batch, mut linger, mut codec, mut acks, mut inflight, mut ignore_keys) =
+        (16384usize, 5u64, Codec::None, -1i16, 5usize, false);
+    for kv in props {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--producer-props {kv}: expected key=value"))?;
+        let bad = || anyhow::anyhow!("--producer-props: bad value '{v}' for {k}");
+        match k {
+            "batch.size" => batch = v.parse().map_err(|_| bad())?,
+            "linger.ms" => linger = v.parse().map_err(|_| bad())?,
+            "compression.type" => codec = Codec::parse(v).ok_or_else(bad)?,
+            "acks" => {
+                acks = match v {
+                    "all" | "-1" => -1,
+                    "1" => 1,
+                    "0" => 0,
+                    _ => return Err(bad()),
+                }
+            }
+            "max.in.flight.requests.per.connection" => inflight = v.parse().map_err(|_| bad())?,
+            "partitioner.ignore.keys" => ignore_keys = crate::config::parse_bool(k, v)?,
+            "bootstrap.servers" | "client.id" | "enable.idempotence" => {}
+            other => anyhow::bail!("--producer-props: unsupported setting '{other}'"),
+        }
+    }
+    if inflight == 0 {
+        anyhow::bail!("max.in.flight.requests.per.connection must be at least 1");
+    }
+    Ok((
+        batch.max(1),
+        Duration::from_millis(linger),
+        codec,
+        acks,
+        inflight,
+        ignore_keys,
+    ))
+}
+
+/// The topic's partition count, creating the topic with `partitions` if it does not exist.
+fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<usize> {
+    let mut client = Client::connect(bootstrap)?;
+    let mut t = MetadataRequestTopic::default();
+    t.name = Some(TopicName(StrBytes::from_string(topic.to_string())));
+    let mut r = MetadataRequest::default();
+    r.topics = Some(vec![t]);
+    r.allow_auto_topic_creation = false;
+    let meta = client.send(&r, 12)?;
+    if let Some(t) = meta.topics.first().filter(|t| t.error_code == 0) {
+        return Ok(t.partitions.len());
+    }
+    let mut ct = CreatableTopic::default();
+    ct.name = TopicName(StrBytes::from_string(topic.to_string()));
+    ct.num_partitions = partitions;
+    ct.replication_factor = -1;
+    let mut c = CreateTopicsRequest::default();
+    c.topics = vec![ct];
+    c.timeout_ms = 30_000;
+    let created = client.send(&c, 7)?;
+    match created.topics.first() {
+        Some(t) if t.error_code == 0 || t.error_code == 36 => Ok(partitions as usize),
+        Some(t) => anyhow::bail!("cannot create {topic}: error {}", t.error_code),
+        None => anyhow::bail!("cannot create {topic}: empty answer"),
+    }
+}
+
+fn report(stats: &Stats, what: &str, json: bool) {
+    if json {
+        println!("{}", stats.json(what));
+    } else {
+        println!("{}", stats.text(what));
+    }
+}
+
+pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
+    match cmd {
+        PerfCommand::Produce {
+            target,
+            num_records,
+            record_size,
+            throughput,
+            producer_props: props,
+            producers,
+            keyed,
+        } => {
+            let (batch_size, linger, codec, acks, max_in_flight, ignore_keys) =
+                producer_props(&props)?;
+            let partitions = ensure_topic(&target.bootstrap, &target.topic, target.partitions)?;
+            let cfg = ProduceConfig {
+                bootstrap: target.bootstrap,
+                topic: target.topic,
+                partitions,
+                record_size,
+                records: num_records,
+                throughput: (throughput > 0.0).then_some(throughput),
+                batch_size,
+                linger,
+                codec,
+                acks,
+                max_in_flight,
+                producers,
+                keyed: keyed && !ignore_keys,
+                cpus: target.cpus,
+            };
+            let stats = producer::run(&cfg)?;
+            report(&stats, "produce", target.json);
+            if stats.errors > 0 {
+                anyhow::bail!("{} records were refused", stats.errors);
+            }
+            Ok(())
+        }
+        PerfCommand::Consume {
+            target,
+            messages,
+            consumers,
+        } => {
+            let partitions = ensure_topic(&target.bootstrap, &target.topic, target.partitions)?;
+            let cfg = ConsumeConfig {
+                bootstrap: target.bootstrap,
+                topic: target.topic,
+                partitions,
+                records: messages,
+                consumers,
+                fetch_max_bytes: 64 << 20,
+                partition_max_bytes: 16 << 20,
+                cpus: target.cpus,
+            };
+            let stats = consumer::run(&cfg)?;
+            report(&stats, "consume", target.json);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_props_take_kafka_names_and_defaults() {
+        let (batch, linger, codec, acks, inflight, ignore) = producer_props(&[]).unwrap();
+        assert_eq!(
+            (batch, linger, codec, acks, inflight, ignore),
+            (16384, Duration::from_millis(5), Codec::None, -1, 5, false)
+        );
+        let props: Vec<String> = [
+            "batch.size=1000000",
+            "linger.ms=0",
+            "compression.type=zstd",
+            "acks=1",
+            "max.in.flight.requests.per.connection=1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (batch, linger, codec, acks, inflight, _) = producer_props(&props).unwrap();
+        assert_eq!(
+            (batch, linger, codec, acks, inflight),
+            (1_000_000, Duration::ZERO, Codec::Zstd, 1, 1)
+        );
+        assert!(producer_props(&["acks=2".into()]).is_err());
+        assert!(producer_props(&["no.such=1".into()]).is_err());
+        assert!(producer_props(&["max.in.flight.requests.per.connection=0".into()]).is_err());
+    }
+}

@@ -1,0 +1,164 @@
+//! The consumer side of `shardlog perf`: each consumer thread fetches its share of the topic's
+//! partitions from the start until it has read its share of the records, counting records from
+//! batch headers (nothing is decompressed or decoded), and times the whole read.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::producer::pin_to;
+use super::stats::Stats;
+use crate::client::Client;
+use crate::record;
+
+#[derive(Clone, Debug)]
+pub struct ConsumeConfig {
+    pub bootstrap: String,
+    pub topic: String,
+    pub partitions: usize,
+    /// Records to read in all; `None`: everything up to the end offsets at the start.
+    pub records: Option<u64>,
+    pub consumers: usize,
+    pub fetch_max_bytes: i32,
+    pub partition_max_bytes: i32,
+    pub cpus: Vec<usize>,
+}
+
+fn topic_name(t: &str) -> TopicName {
+    TopicName(StrBytes::from_string(t.to_string()))
+}
+
+/// Earliest (-2) or latest (-1) offsets of the given partitions.
+fn offsets(
+    client: &mut Client,
+    topic: &str,
+    partitions: &[i32],
+    which: i64,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let mut t = ListOffsetsTopic::default();
+    t.name = topic_name(topic);
+    t.partitions = partitions
+        .iter()
+        .map(|&p| {
+            let mut lp = ListOffsetsPartition::default();
+            lp.partition_index = p;
+            lp.timestamp = which;
+            lp
+        })
+        .collect();
+    let mut r = ListOffsetsRequest::default();
+    r.replica_id = BrokerId(-1);
+    r.topics = vec![t];
+    let resp = client.send(&r, 7)?;
+    let mut out = BTreeMap::new();
+    for p in resp.topics.iter().flat_map(|t| &t.partitions) {
+        if p.error_code != 0 {
+            anyhow::bail!(
+                "{topic}-{}: ListOffsets error {}",
+                p.partition_index,
+                p.error_code
+            );
+        }
+        out.insert(p.partition_index, p.offset);
+    }
+    Ok(out)
+}
+
+pub fn run(cfg: &ConsumeConfig) -> anyhow::Result<Stats> {
+    let consumers = cfg.consumers.max(1);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..consumers)
+        .map(|c| {
+            let cfg = cfg.clone();
+            let mine: Vec<i32> = (0..cfg.partitions as i32)
+                .filter(|p| *p as usize % consumers == c)
+                .collect();
+            std::thread::spawn(move || consume_thread(&cfg, c, mine, start))
+        })
+        .collect();
+    let mut total = Stats::default();
+    for h in handles {
+        total.merge(
+            &h.join()
+                .map_err(|_| anyhow::anyhow!("a consumer thread panicked"))??,
+        );
+    }
+    Ok(total)
+}
+
+fn consume_thread(
+    cfg: &ConsumeConfig,
+    index: usize,
+    partitions: Vec<i32>,
+    start: Instant,
+) -> anyhow::Result<Stats> {
+    pin_to(&cfg.cpus, index);
+    let mut stats = Stats::default();
+    if partitions.is_empty() {
+        return Ok(stats);
+    }
+    let mut client = Client::connect(&cfg.bootstrap)?;
+    let mut position = offsets(&mut client, &cfg.topic, &partitions, -2)?;
+    let end = offsets(&mut client, &cfg.topic, &partitions, -1)?;
+    let available: u64 = partitions
+        .iter()
+        .map(|p| (end[p] - position[p]).max(0) as u64)
+        .sum();
+    let share = cfg
+        .records
+        .map(|n| n / cfg.consumers.max(1) as u64)
+        .unwrap_or(available);
+    let want = share.min(available);
+    let mut progress = Instant::now();
+    while stats.messages < want {
+        if progress.elapsed() > std::time::Duration::from_secs(30) {
+            anyhow::bail!(
+                "no progress for 30 s at {} of {want} records",
+                stats.messages
+            );
+        }
+        let mut t = FetchTopic::default();
+        t.topic = topic_name(&cfg.topic);
+        t.partitions = position
+            .iter()
+            .filter(|(p, off)| **off < end[*p])
+            .map(|(&p, &off)| {
+                let mut fp = FetchPartition::default();
+                fp.partition = p;
+                fp.fetch_offset = off;
+                fp.partition_max_bytes = cfg.partition_max_bytes;
+                fp
+            })
+            .collect();
+        let mut r = FetchRequest::default();
+        r.max_wait_ms = 500;
+        r.min_bytes = 1;
+        r.max_bytes = cfg.fetch_max_bytes;
+        r.topics = vec![t];
+        let resp = client.send(&r, 12)?;
+        for part in resp.responses.iter().flat_map(|t| &t.partitions) {
+            if part.error_code != 0 {
+                stats.errors += 1;
+                continue;
+            }
+            let records = part.records.clone().unwrap_or_default();
+            let (batches, used) = record::valid_prefix(&records);
+            stats.bytes += used as u64;
+            let pos = position.entry(part.partition_index).or_insert(0);
+            for b in batches {
+                if b.next_offset() > *pos {
+                    let skipped = (*pos - b.base_offset()).max(0);
+                    stats.messages += (b.record_count() as i64 - skipped).max(0) as u64;
+                    *pos = b.next_offset();
+                    progress = Instant::now();
+                }
+            }
+        }
+    }
+    stats.elapsed = start.elapsed();
+    Ok(stats)
+}
