@@ -56,10 +56,6 @@ pub fn is_topic_key(key: &str) -> bool {
     TOPIC_KEYS.iter().any(|(k, _)| *k == key)
 }
 
-pub fn topic_keys() -> impl Iterator<Item = &'static str> {
-    TOPIC_KEYS.iter().map(|(k, _)| *k)
-}
-
 /// Fills in Kafka's defaults for keys the broker does not derive.
 pub fn complete_defaults(mut from_broker: BTreeMap<String, String>) -> BTreeMap<String, String> {
     for (k, v) in TOPIC_KEYS {

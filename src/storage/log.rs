@@ -383,10 +383,6 @@ impl PartitionLog {
         self.state.borrow().log_start_offset
     }
 
-    pub fn size_bytes(&self) -> u64 {
-        self.state.borrow().segments.values().map(|s| s.size).sum()
-    }
-
     /// Queues validated batches and waits for them to be written (and synced if `sync`).
     /// Producers faster than the disk wait here once the queue holds too many bytes; they are
     /// admitted strictly in arrival order (a ticket each), so a small batch never overtakes a
