@@ -33,16 +33,11 @@ pub async fn handle(
     request: ProduceRequest,
 ) -> Result<Option<ProduceResponse>, String> {
     let acks = request.acks;
-    let meta = shard.metadata();
     let mut layout: Vec<(String, Vec<PartitionSlot>)> = Vec::new();
     let mut ops = Vec::new();
     for t in request.topic_data {
         let name = t.name.0.as_str().to_string();
-        let max_bytes = meta.topics.get(&name).map(|m| {
-            m.configs
-                .log_config(&shard.config.log_defaults)
-                .max_message_bytes
-        });
+        let max_bytes = shard.log_config(&name).map(|c| c.max_message_bytes);
         let mut parts = Vec::new();
         for p in t.partition_data {
             let slot = if !matches!(acks, -1..=1) {

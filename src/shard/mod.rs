@@ -56,6 +56,9 @@ pub struct Shard {
     pub config: Rc<BrokerConfig>,
     pub advertised_port: Cell<u16>,
     metadata: RefCell<Rc<MetadataSnapshot>>,
+    /// Every topic's resolved log settings, for the installed snapshot (handlers read them per
+    /// request; resolving them means parsing the topic's config map).
+    log_configs: RefCell<HashMap<String, Rc<crate::config::LogConfig>>>,
     /// Owned partitions, each with the id of the topic it belongs to.
     partitions: RefCell<HashMap<PartitionKey, (Rc<PartitionLog>, TopicId)>>,
     /// Notified whenever any partition of this shard has new data.
@@ -84,6 +87,7 @@ impl Shard {
             advertised_port: Cell::new(config.advertised_port.unwrap_or(config.listen_port)),
             config,
             metadata: RefCell::new(Rc::new(MetadataSnapshot::default())),
+            log_configs: RefCell::new(HashMap::new()),
             partitions: RefCell::new(HashMap::new()),
             data_appended: Rc::new(Event::new()),
             senders,
@@ -106,6 +110,11 @@ impl Shard {
             hot_tail_bytes: self.config.hot_tail_bytes,
             max_pending_bytes: self.config.partition_max_pending_bytes,
         }
+    }
+
+    /// A topic's resolved log settings (`None` for an unknown topic).
+    pub fn log_config(&self, topic: &str) -> Option<Rc<crate::config::LogConfig>> {
+        self.log_configs.borrow().get(topic).cloned()
     }
 
     pub fn local_partition(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
@@ -351,8 +360,10 @@ impl Shard {
                 tracing::warn!("removing {}: {e}", log.dir.display());
             }
         }
+        let mut configs = HashMap::new();
         for t in snapshot.topics.values() {
             let config = t.configs.log_config(&self.config.log_defaults);
+            configs.insert(t.name.clone(), Rc::new(config.clone()));
             for (p, &owner) in t.shards.iter().enumerate() {
                 let p = p as i32;
                 if owner != self.id {
@@ -404,6 +415,7 @@ impl Shard {
                 }
             }
         }
+        *self.log_configs.borrow_mut() = configs;
         *self.metadata.borrow_mut() = snapshot;
     }
 
