@@ -48,6 +48,7 @@ fn varint_len(v: i64) -> usize {
 }
 
 pub struct BatchBuilder {
+    /// The header's 61 bytes (filled in by `finish`), then the records.
     records: BytesMut,
     count: i32,
     base_timestamp: i64,
@@ -56,18 +57,17 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     pub fn new(base_timestamp: i64) -> Self {
-        BatchBuilder {
-            records: BytesMut::new(),
-            count: 0,
-            base_timestamp,
-            max_timestamp: base_timestamp,
-        }
+        Self::with_capacity(base_timestamp, 0)
     }
 
     pub fn with_capacity(base_timestamp: i64, bytes: usize) -> Self {
+        let mut records = BytesMut::with_capacity(HEADER_LEN + bytes);
+        records.put_bytes(0, HEADER_LEN);
         BatchBuilder {
-            records: BytesMut::with_capacity(bytes),
-            ..Self::new(base_timestamp)
+            records,
+            count: 0,
+            base_timestamp,
+            max_timestamp: base_timestamp,
         }
     }
 
@@ -77,7 +77,7 @@ impl BatchBuilder {
 
     /// Bytes of records so far (before compression and the header).
     pub fn size(&self) -> usize {
-        self.records.len()
+        self.records.len() - HEADER_LEN
     }
 
     /// Appends a record without headers.
@@ -110,23 +110,32 @@ impl BatchBuilder {
     }
 
     /// The finished batch. An empty builder makes an empty batch, which brokers refuse.
-    pub fn finish(self, codec: Codec) -> std::io::Result<Bytes> {
-        let body = compress(codec, &self.records)?;
-        let mut out = BytesMut::with_capacity(HEADER_LEN + body.len());
-        out.put_i64(0); // base offset
-        out.put_i32((HEADER_LEN - 12 + body.len()) as i32);
-        out.put_i32(-1); // partition leader epoch
-        out.put_i8(2); // magic
-        out.put_u32(0); // CRC, below
-        out.put_i16(codec as i16);
-        out.put_i32(self.count - 1);
-        out.put_i64(self.base_timestamp);
-        out.put_i64(self.max_timestamp);
-        out.put_i64(-1); // producer id
-        out.put_i16(-1); // producer epoch
-        out.put_i32(-1); // base sequence
-        out.put_i32(self.count);
-        out.put_slice(&body);
+    /// Uncompressed, the records stay where they are and the header is written in front.
+    pub fn finish(mut self, codec: Codec) -> std::io::Result<Bytes> {
+        let mut out = match codec {
+            Codec::None => self.records,
+            _ => {
+                let body = compress(codec, &self.records[HEADER_LEN..])?;
+                self.records.truncate(HEADER_LEN);
+                self.records.extend_from_slice(&body);
+                self.records
+            }
+        };
+        let len = out.len();
+        let mut header = &mut out[..HEADER_LEN];
+        header.put_i64(0); // base offset
+        header.put_i32((len - 12) as i32);
+        header.put_i32(-1); // partition leader epoch
+        header.put_i8(2); // magic
+        header.put_u32(0); // CRC, below
+        header.put_i16(codec as i16);
+        header.put_i32(self.count - 1);
+        header.put_i64(self.base_timestamp);
+        header.put_i64(self.max_timestamp);
+        header.put_i64(-1); // producer id
+        header.put_i16(-1); // producer epoch
+        header.put_i32(-1); // base sequence
+        header.put_i32(self.count);
         let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
         out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
         Ok(out.freeze())
@@ -135,7 +144,7 @@ impl BatchBuilder {
 
 fn compress(codec: Codec, data: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(match codec {
-        Codec::None => data.to_vec(),
+        Codec::None => data.to_vec(), // not reached from `finish`, which keeps records in place
         Codec::Gzip => {
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             e.write_all(data)?;
