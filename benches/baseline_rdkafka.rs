@@ -145,7 +145,7 @@ fn main() {
         .unwrap_or(3);
     let dir = tempfile::Builder::new()
         .prefix("shardlog-baseline")
-        .tempdir_in(".")
+        .tempdir()
         .expect("tempdir");
     let (_broker, bootstrap) = start_broker(dir.path());
     pin_to(1);
