@@ -1,4 +1,4 @@
-//! `shardlog perf produce | consume` against a real broker: counts add up, keyed and sticky
+//! `shardlog perf produce | consume | e2e` against a real broker: counts add up, keyed and sticky
 //! partitioning both spread records, the open-loop schedule holds the requested rate, and the
 //! JSON report carries the figures.
 

@@ -61,6 +61,21 @@ pub enum PerfCommand {
         #[arg(long)]
         keyed: bool,
     },
+    /// Produce and consume at once: ack latency and producer-to-consumer latency.
+    E2e {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long = "num-records", default_value_t = 100_000)]
+        num_records: u64,
+        /// At least 8: the first 8 bytes carry the record's due time.
+        #[arg(long = "record-size", default_value_t = 1024)]
+        record_size: usize,
+        /// Records per second (open loop); -1 for as fast as possible.
+        #[arg(long, default_value_t = 10_000.0, allow_hyphen_values = true)]
+        throughput: f64,
+        #[arg(long = "producer-props", num_args = 1.., value_name = "KEY=VALUE")]
+        producer_props: Vec<String>,
+    },
     /// Read a topic from the start and report throughput.
     Consume {
         #[command(flatten)]
@@ -151,6 +166,62 @@ fn report(stats: &Stats, what: &str, json: bool) {
 
 pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
     match cmd {
+        PerfCommand::E2e {
+            target,
+            num_records,
+            record_size,
+            throughput,
+            producer_props: props,
+        } => {
+            if record_size < 8 {
+                anyhow::bail!(
+                    "--record-size must be at least 8 for e2e (the due time travels in the value)"
+                );
+            }
+            let (batch_size, linger, codec, acks, max_in_flight, _) = producer_props(&props)?;
+            let partitions = ensure_topic(&target.bootstrap, &target.topic, target.partitions)?;
+            let consume = ConsumeConfig {
+                bootstrap: target.bootstrap.clone(),
+                topic: target.topic.clone(),
+                partitions,
+                records: Some(num_records),
+                consumers: 1,
+                fetch_max_bytes: 64 << 20,
+                partition_max_bytes: 16 << 20,
+                cpus: target.cpus.clone(),
+            };
+            let from = consumer::end_offsets(&consume)?;
+            let tail = std::thread::spawn(move || {
+                consumer::tail(&consume, from, num_records, Duration::from_secs(10))
+            });
+            let cfg = ProduceConfig {
+                bootstrap: target.bootstrap,
+                topic: target.topic,
+                partitions,
+                record_size,
+                records: num_records,
+                throughput: (throughput > 0.0).then_some(throughput),
+                batch_size,
+                linger,
+                codec,
+                acks,
+                max_in_flight,
+                producers: 1,
+                keyed: false,
+                cpus: target.cpus,
+                stamp_due: true,
+            };
+            let produced = producer::run(&cfg)?;
+            let e2e = tail
+                .join()
+                .map_err(|_| anyhow::anyhow!("the tailing consumer panicked"))??;
+            report(&produced, "produce", target.json);
+            report(&e2e, "e2e", target.json);
+            if e2e.messages < num_records {
+                anyhow::bail!("the consumer saw {} of {num_records} records", e2e.messages);
+            }
+            Ok(())
+        }
         PerfCommand::Produce {
             target,
             num_records,
@@ -178,6 +249,7 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
                 producers,
                 keyed: keyed && !ignore_keys,
                 cpus: target.cpus,
+                stamp_due: false,
             };
             let stats = producer::run(&cfg)?;
             report(&stats, "produce", target.json);

@@ -28,6 +28,76 @@ pub struct ConsumeConfig {
     pub cpus: Vec<usize>,
 }
 
+/// Follows the topic from `from` (per partition) until `records` arrived or `patience` passed
+/// without any, recording for each record the time from its due time (stamped by the
+/// producer into the first 8 bytes of its value) to its arrival here: end-to-end latency.
+pub fn tail(
+    cfg: &ConsumeConfig,
+    from: BTreeMap<i32, i64>,
+    records: u64,
+    patience: std::time::Duration,
+) -> anyhow::Result<Stats> {
+    pin_to(&cfg.cpus, 0);
+    let mut client = Client::connect(&cfg.bootstrap)?;
+    let mut position = from;
+    let mut stats = Stats::default();
+    let start = Instant::now();
+    let mut last = Instant::now();
+    while stats.messages < records && last.elapsed() < patience {
+        let mut t = FetchTopic::default();
+        t.topic = topic_name(&cfg.topic);
+        t.partitions = position
+            .iter()
+            .map(|(&p, &off)| {
+                let mut fp = FetchPartition::default();
+                fp.partition = p;
+                fp.fetch_offset = off;
+                fp.partition_max_bytes = cfg.partition_max_bytes;
+                fp
+            })
+            .collect();
+        let mut r = FetchRequest::default();
+        r.max_wait_ms = 100;
+        r.min_bytes = 1;
+        r.max_bytes = cfg.fetch_max_bytes;
+        r.topics = vec![t];
+        let resp = client.send(&r, 12)?;
+        let now = super::producer::wall_ns();
+        for part in resp.responses.iter().flat_map(|t| &t.partitions) {
+            if part.error_code != 0 {
+                stats.errors += 1;
+                continue;
+            }
+            let Some(pos) = position.get_mut(&part.partition_index) else {
+                continue;
+            };
+            for rec in crate::client::decode_records(part.records.clone().unwrap_or_default())? {
+                if rec.offset < *pos {
+                    continue;
+                }
+                *pos = rec.offset + 1;
+                stats.messages += 1;
+                let value = rec.value.unwrap_or_default();
+                stats.bytes += value.len() as u64;
+                if let Some(stamp) = value.get(..8) {
+                    let due = u64::from_be_bytes(stamp.try_into().unwrap_or([0; 8]));
+                    stats.record_latency(std::time::Duration::from_nanos(now.saturating_sub(due)));
+                }
+                last = Instant::now();
+            }
+        }
+    }
+    stats.elapsed = start.elapsed();
+    Ok(stats)
+}
+
+/// The latest offsets of every partition of the topic: where a tail starts.
+pub fn end_offsets(cfg: &ConsumeConfig) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let mut client = Client::connect(&cfg.bootstrap)?;
+    let partitions: Vec<i32> = (0..cfg.partitions as i32).collect();
+    offsets(&mut client, &cfg.topic, &partitions, -1)
+}
+
 fn topic_name(t: &str) -> TopicName {
     TopicName(StrBytes::from_string(t.to_string()))
 }

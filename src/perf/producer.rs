@@ -9,7 +9,6 @@ use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -42,6 +41,17 @@ pub struct ProduceConfig {
     pub keyed: bool,
     /// CPUs to pin producer threads to, round robin.
     pub cpus: Vec<usize>,
+    /// Write each record's due time (wall clock, ns since the epoch) into the first 8 bytes of
+    /// its value, for end-to-end latency (`perf e2e`).
+    pub stamp_due: bool,
+}
+
+/// Nanoseconds since the Unix epoch, by the wall clock.
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// A request on the wire: the due time of each of its records.
@@ -119,7 +129,10 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
         let cpus = cfg.cpus.clone();
         move || read_acks(reader_stream, inflight_rx, acks, &cpus, index)
     });
-    let value = Bytes::from(vec![b'x'; cfg.record_size]);
+    let mut value = vec![b'x'; cfg.record_size];
+    // The wall-clock time of `start`, so due instants map onto the clock the consumer reads.
+    let wall_start = wall_ns() - start.elapsed().as_nanos() as u64;
+    let stamp = cfg.stamp_due && cfg.record_size >= 8;
     let mut sticky = StickyPartitioner::new(cfg.partitions, cfg.batch_size, 0x5eed ^ index as u64);
     let mut open: Vec<Option<PartitionBatch>> = (0..cfg.partitions).map(|_| None).collect();
     let mut correlation_id = 0;
@@ -191,6 +204,10 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
             due: Vec::new(),
             opened: due,
         });
+        if stamp {
+            let due_ns = wall_start + due.saturating_duration_since(start).as_nanos() as u64;
+            value[..8].copy_from_slice(&due_ns.to_be_bytes());
+        }
         batch
             .builder
             .push(now_ms(), key.as_deref().map(str::as_bytes), &value);
