@@ -52,6 +52,24 @@ pub fn broker_keys_for(topic_key: &str) -> &'static [&'static str] {
     }
 }
 
+/// Kafka's declared type of a topic key, as DescribeConfigs reports it: BOOLEAN 1, STRING 2,
+/// INT 3, LONG 5, DOUBLE 6, LIST 7.
+pub fn topic_config_type(key: &str) -> Option<i8> {
+    Some(match key {
+        "cleanup.policy" => 7,
+        "compression.type" | "message.timestamp.type" => 2,
+        "index.interval.bytes"
+        | "max.message.bytes"
+        | "min.insync.replicas"
+        | "segment.bytes"
+        | "segment.index.bytes" => 3,
+        "min.cleanable.dirty.ratio" => 6,
+        "preallocate" | "unclean.leader.election.enable" => 1,
+        k if is_topic_key(k) => 5,
+        _ => return None,
+    })
+}
+
 pub fn is_topic_key(key: &str) -> bool {
     TOPIC_KEYS.iter().any(|(k, _)| *k == key)
 }
@@ -267,6 +285,17 @@ mod tests {
 
     fn broker() -> LogConfig {
         LogConfig::from_map(&complete_defaults(BTreeMap::new())).unwrap()
+    }
+
+    #[test]
+    fn every_topic_key_has_a_kafka_type() {
+        for (k, _) in TOPIC_KEYS {
+            assert!(topic_config_type(k).is_some(), "{k}");
+        }
+        assert_eq!(topic_config_type("cleanup.policy"), Some(7));
+        assert_eq!(topic_config_type("segment.bytes"), Some(3));
+        assert_eq!(topic_config_type("retention.ms"), Some(5));
+        assert_eq!(topic_config_type("log.dirs"), None);
     }
 
     #[test]

@@ -16,7 +16,8 @@ const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
 const BROKER_LOGGER: i8 = 8;
 
-/// Kafka's ConfigType: BOOLEAN 1, STRING 2, LONG 5, DOUBLE 6, LIST 7.
+/// Kafka's ConfigType guessed from a value, for keys without a declared type (broker keys):
+/// BOOLEAN 1, STRING 2, LONG 5, DOUBLE 6, LIST 7.
 fn config_type(value: &str) -> i8 {
     if value == "true" || value == "false" {
         1
@@ -45,7 +46,8 @@ fn entry(
     e.read_only = read_only;
     e.config_source = source as i8;
     if version >= 3 {
-        e.config_type = config_type(value);
+        e.config_type =
+            crate::config::topic::topic_config_type(name).unwrap_or_else(|| config_type(value));
         e.documentation = None;
     }
     if synonyms {
