@@ -90,7 +90,7 @@ pub enum PerfCommand {
 }
 
 /// Producer settings by their Kafka names, with the Java client's defaults.
-fn producer_props(props: &[String]) -> anyhow::Result<(usize, Duration, Codec, i16, usize, bool)> {
+fn producer_props(props: &[String]) -> anyhow::Result<ProducerProps> {
     let (mut batch, mut linger, mut codec, mut acks, mut inflight, mut ignore_keys) =
         (16384usize, 5u64, Codec::None, -1i16, 5usize, false);
     for kv in props {
@@ -127,6 +127,39 @@ fn producer_props(props: &[String]) -> anyhow::Result<(usize, Duration, Codec, i
         inflight,
         ignore_keys,
     ))
+}
+
+/// Kafka producer settings as `producer_props` parses them: batch.size, linger.ms,
+/// compression.type, acks, max.in.flight.requests.per.connection, partitioner.ignore.keys.
+type ProducerProps = (usize, Duration, Codec, i16, usize, bool);
+
+/// The settings `produce` and `e2e` share: one producer, unkeyed, no due-time stamps.
+fn produce_config(
+    target: &Target,
+    partitions: usize,
+    record_size: usize,
+    records: u64,
+    throughput: f64,
+    props: &ProducerProps,
+) -> ProduceConfig {
+    let &(batch_size, linger, codec, acks, max_in_flight, _) = props;
+    ProduceConfig {
+        bootstrap: target.bootstrap.clone(),
+        topic: target.topic.clone(),
+        partitions,
+        record_size,
+        records,
+        throughput: (throughput > 0.0).then_some(throughput),
+        batch_size,
+        linger,
+        codec,
+        acks,
+        max_in_flight,
+        producers: 1,
+        keyed: false,
+        cpus: target.cpus.clone(),
+        stamp_due: false,
+    }
 }
 
 /// The topic's partition count, creating the topic with `partitions` if it does not exist.
@@ -178,7 +211,7 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
                     "--record-size must be at least 8 for e2e (the due time travels in the value)"
                 );
             }
-            let (batch_size, linger, codec, acks, max_in_flight, _) = producer_props(&props)?;
+            let props = producer_props(&props)?;
             let partitions = ensure_topic(&target.bootstrap, &target.topic, target.partitions)?;
             let consume = ConsumeConfig {
                 bootstrap: target.bootstrap.clone(),
@@ -195,21 +228,15 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
                 consumer::tail(&consume, from, num_records, Duration::from_secs(10))
             });
             let cfg = ProduceConfig {
-                bootstrap: target.bootstrap,
-                topic: target.topic,
-                partitions,
-                record_size,
-                records: num_records,
-                throughput: (throughput > 0.0).then_some(throughput),
-                batch_size,
-                linger,
-                codec,
-                acks,
-                max_in_flight,
-                producers: 1,
-                keyed: false,
-                cpus: target.cpus,
                 stamp_due: true,
+                ..produce_config(
+                    &target,
+                    partitions,
+                    record_size,
+                    num_records,
+                    throughput,
+                    &props,
+                )
             };
             let produced = producer::run(&cfg)?;
             let e2e = tail
@@ -231,25 +258,19 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
             producers,
             keyed,
         } => {
-            let (batch_size, linger, codec, acks, max_in_flight, ignore_keys) =
-                producer_props(&props)?;
+            let props = producer_props(&props)?;
             let partitions = ensure_topic(&target.bootstrap, &target.topic, target.partitions)?;
             let cfg = ProduceConfig {
-                bootstrap: target.bootstrap,
-                topic: target.topic,
-                partitions,
-                record_size,
-                records: num_records,
-                throughput: (throughput > 0.0).then_some(throughput),
-                batch_size,
-                linger,
-                codec,
-                acks,
-                max_in_flight,
                 producers,
-                keyed: keyed && !ignore_keys,
-                cpus: target.cpus,
-                stamp_due: false,
+                keyed: keyed && !props.5,
+                ..produce_config(
+                    &target,
+                    partitions,
+                    record_size,
+                    num_records,
+                    throughput,
+                    &props,
+                )
             };
             let stats = producer::run(&cfg)?;
             report(&stats, "produce", target.json);

@@ -44,23 +44,7 @@ pub fn tail(
     let start = Instant::now();
     let mut last = Instant::now();
     while stats.messages < records && last.elapsed() < patience {
-        let mut t = FetchTopic::default();
-        t.topic = topic_name(&cfg.topic);
-        t.partitions = position
-            .iter()
-            .map(|(&p, &off)| {
-                let mut fp = FetchPartition::default();
-                fp.partition = p;
-                fp.fetch_offset = off;
-                fp.partition_max_bytes = cfg.partition_max_bytes;
-                fp
-            })
-            .collect();
-        let mut r = FetchRequest::default();
-        r.max_wait_ms = 100;
-        r.min_bytes = 1;
-        r.max_bytes = cfg.fetch_max_bytes;
-        r.topics = vec![t];
+        let r = fetch_request(cfg, position.iter(), 100);
         let resp = client.send(&r, 12)?;
         let now = super::producer::wall_ns();
         for part in resp.responses.iter().flat_map(|t| &t.partitions) {
@@ -96,6 +80,31 @@ pub fn end_offsets(cfg: &ConsumeConfig) -> anyhow::Result<BTreeMap<i32, i64>> {
     let mut client = Client::connect(&cfg.bootstrap)?;
     let partitions: Vec<i32> = (0..cfg.partitions as i32).collect();
     offsets(&mut client, &cfg.topic, &partitions, -1)
+}
+
+/// A Fetch of every (partition, offset) given, within the configured byte limits.
+fn fetch_request<'a>(
+    cfg: &ConsumeConfig,
+    positions: impl Iterator<Item = (&'a i32, &'a i64)>,
+    max_wait_ms: i32,
+) -> FetchRequest {
+    let mut t = FetchTopic::default();
+    t.topic = topic_name(&cfg.topic);
+    t.partitions = positions
+        .map(|(&p, &off)| {
+            let mut fp = FetchPartition::default();
+            fp.partition = p;
+            fp.fetch_offset = off;
+            fp.partition_max_bytes = cfg.partition_max_bytes;
+            fp
+        })
+        .collect();
+    let mut r = FetchRequest::default();
+    r.max_wait_ms = max_wait_ms;
+    r.min_bytes = 1;
+    r.max_bytes = cfg.fetch_max_bytes;
+    r.topics = vec![t];
+    r
 }
 
 fn topic_name(t: &str) -> TopicName {
@@ -191,24 +200,8 @@ fn consume_thread(
                 stats.messages
             );
         }
-        let mut t = FetchTopic::default();
-        t.topic = topic_name(&cfg.topic);
-        t.partitions = position
-            .iter()
-            .filter(|(p, off)| **off < end[*p])
-            .map(|(&p, &off)| {
-                let mut fp = FetchPartition::default();
-                fp.partition = p;
-                fp.fetch_offset = off;
-                fp.partition_max_bytes = cfg.partition_max_bytes;
-                fp
-            })
-            .collect();
-        let mut r = FetchRequest::default();
-        r.max_wait_ms = 500;
-        r.min_bytes = 1;
-        r.max_bytes = cfg.fetch_max_bytes;
-        r.topics = vec![t];
+        let unread = position.iter().filter(|(p, off)| **off < end[*p]);
+        let r = fetch_request(cfg, unread, 500);
         let resp = client.send(&r, 12)?;
         for part in resp.responses.iter().flat_map(|t| &t.partitions) {
             if part.error_code != 0 {
