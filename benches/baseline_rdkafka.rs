@@ -7,14 +7,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use shardlog::perf::consumer::ConsumeConfig;
+use shardlog::perf::producer::ProduceConfig;
+use shardlog::perf::rdkafka_load;
+use shardlog::record::builder::Codec;
 
 const MESSAGE_BYTES: usize = 1024;
 
@@ -24,14 +25,6 @@ impl Drop for BrokerProcess {
     fn drop(&mut self) {
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         let _ = self.0.wait();
-    }
-}
-
-fn pin_to(cpu: usize) {
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 
@@ -71,62 +64,45 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     futures::executor::block_on(f)
 }
 
-fn produce(bootstrap: &str, topic: &str, n: usize) -> Duration {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("acks", "1")
-        .set("linger.ms", "5")
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("enable.idempotence", "false")
-        .create()
-        .expect("producer");
-    let payload = vec![b'x'; MESSAGE_BYTES];
-    let start = Instant::now();
-    for _ in 0..n {
-        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(&payload[..]);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(1));
-                }
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(120)).expect("flush");
-    start.elapsed()
+fn produce(bootstrap: &str, topic: &str, n: usize) -> f64 {
+    let cfg = ProduceConfig {
+        bootstrap: bootstrap.to_string(),
+        topic: topic.to_string(),
+        partitions: 1,
+        record_size: MESSAGE_BYTES,
+        records: n as u64,
+        throughput: None,
+        batch_size: 1_000_000,
+        linger: Duration::from_millis(5),
+        codec: Codec::None,
+        acks: 1,
+        max_in_flight: 5,
+        producers: 1,
+        keyed: false,
+        cpus: vec![1],
+        stamp_due: false,
+        progress: Default::default(),
+    };
+    let stats = rdkafka_load::produce(&cfg).expect("produce through librdkafka");
+    assert_eq!((stats.messages, stats.errors), (n as u64, 0));
+    stats.elapsed.as_secs_f64()
 }
 
-fn consume(bootstrap: &str, topic: &str, n: usize) -> Duration {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "baseline")
-        .set("enable.auto.commit", "false")
-        .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "10485760")
-        .set("queued.max.messages.kbytes", "1048576")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("tpl");
-    consumer.assign(&tpl).expect("assign");
-    let start = Instant::now();
-    let mut got = 0;
-    while got < n {
-        match consumer.poll(Duration::from_secs(10)) {
-            Some(Ok(m)) => {
-                assert_eq!(m.payload().map(|p| p.len()), Some(MESSAGE_BYTES));
-                got += 1;
-            }
-            Some(Err(e)) => panic!("consume: {e}"),
-            None => panic!("consume stalled at {got} of {n}"),
-        }
-    }
-    start.elapsed()
+fn consume(bootstrap: &str, topic: &str, n: usize) -> f64 {
+    let cfg = ConsumeConfig {
+        bootstrap: bootstrap.to_string(),
+        topic: topic.to_string(),
+        partitions: 1,
+        records: Some(n as u64),
+        consumers: 1,
+        fetch_max_bytes: 52_428_800,
+        partition_max_bytes: 10_485_760,
+        cpus: vec![1],
+        progress: Default::default(),
+    };
+    let stats = rdkafka_load::consume(&cfg).expect("consume through librdkafka");
+    assert_eq!(stats.bytes, (n * MESSAGE_BYTES) as u64);
+    stats.elapsed.as_secs_f64()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -148,7 +124,6 @@ fn main() {
         .tempdir()
         .expect("tempdir");
     let (_broker, bootstrap) = start_broker(dir.path());
-    pin_to(1);
     let mb = (n * MESSAGE_BYTES) as f64 / 1e6;
     let (mut produced, mut consumed) = (Vec::new(), Vec::new());
     for round in 0..rounds {
@@ -159,8 +134,8 @@ fn main() {
             .expect("admin");
         let new = NewTopic::new(&topic, 1, TopicReplication::Fixed(1));
         block_on(admin.create_topics([&new], &AdminOptions::new())).expect("create topic");
-        let p = produce(&bootstrap, &topic, n).as_secs_f64();
-        let c = consume(&bootstrap, &topic, n).as_secs_f64();
+        let p = produce(&bootstrap, &topic, n);
+        let c = consume(&bootstrap, &topic, n);
         println!(
             "round {round}: produce {:.0} MB/s ({:.0} msg/s), consume {:.0} MB/s ({:.0} msg/s)",
             mb / p,

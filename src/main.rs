@@ -38,6 +38,8 @@ enum Command {
         #[command(subcommand)]
         command: shardlog::perf::cli::PerfCommand,
     },
+    /// Sweep batch.size x linger.ms against a broker: CSV, SVG plot, a recommendation.
+    Tune(shardlog::perf::tune::TuneArgs),
     #[command(flatten)]
     Client(shardlog::client::cli::ClientCommand),
 }
@@ -64,6 +66,7 @@ fn main() {
             }
         }
         Command::Perf { command } => shardlog::perf::cli::run(command),
+        Command::Tune(args) => shardlog::perf::tune::run(args),
         Command::Client(cmd) => shardlog::client::cli::run(cmd),
     };
     if let Err(e) = result {

@@ -55,6 +55,7 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("shardlog.connection.max.inflight.bytes", "67108864"),
     ("shardlog.connection.max.inflight.requests", "64"),
     ("shardlog.partition.max.pending.bytes", "33554432"),
+    ("shardlog.fetch.zero.copy", "true"),
 ];
 
 /// The broker's configuration: every key with its value and source.
@@ -78,6 +79,8 @@ pub struct BrokerConfig {
     pub connection_max_inflight_bytes: usize,
     pub connection_max_inflight_requests: usize,
     pub partition_max_pending_bytes: usize,
+    /// Send records on disk with sendfile instead of reading them into memory first.
+    pub fetch_zero_copy: bool,
     /// Defaults for topic configs, derived from the `log.*` keys.
     pub log_defaults: LogConfig,
 }
@@ -278,6 +281,10 @@ impl BrokerConfig {
             connection_max_inflight_requests: positive("shardlog.connection.max.inflight.requests")?
                 as usize,
             partition_max_pending_bytes: positive("shardlog.partition.max.pending.bytes")? as usize,
+            fetch_zero_copy: parse_bool(
+                "shardlog.fetch.zero.copy",
+                get("shardlog.fetch.zero.copy"),
+            )?,
             log_defaults,
             values,
         };

@@ -12,6 +12,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 
 use crate::shard::{OpKind, OpOutcome, OpResult, PartitionOp, Shard, ShardRequest};
+use crate::storage::log::{Fetched, FileSlice};
 
 struct Wanted {
     topic: String,
@@ -82,7 +83,13 @@ async fn wait_for_data(shard: &Rc<Shard>, wanted: &[Wanted], wait: Duration) {
     }
 }
 
-pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> FetchResponse {
+/// The response, and for each of its partitions in order the file range holding its records
+/// when they are to be sent from disk (zero-copy fetch); its `records` field is then unset.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: FetchRequest,
+) -> (FetchResponse, Vec<Option<FileSlice>>) {
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let min_bytes = request.min_bytes.max(0) as usize;
     let max_bytes = if request.max_bytes <= 0 {
@@ -119,6 +126,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
         outcomes = shard.run_partition_ops(ops(&wanted)).await;
     }
     let mut response = FetchResponse::default();
+    let mut files = Vec::new();
     let mut total = 0usize;
     let mut outcomes = outcomes.into_iter();
     for t in request.topics {
@@ -130,6 +138,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
             part.partition_index = p.partition;
             part.preferred_read_replica = BrokerId(-1);
             part.records = Some(Bytes::new());
+            let mut file = None;
             match outcomes.next() {
                 Some(Ok(OpResult::Fetch(d))) => {
                     part.high_watermark = d.high_watermark;
@@ -137,16 +146,28 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
                     if version >= 5 {
                         part.log_start_offset = d.log_start_offset;
                     }
-                    // The first data is whole (KIP-74); after it, whole batches while they fit.
-                    let records = if total == 0 {
-                        d.records
+                    // The first data is whole (KIP-74); after it, what fits: whole batches
+                    // from memory, a file range cut at the limit (as Kafka's file slices are).
+                    let room = if total == 0 {
+                        usize::MAX
                     } else {
-                        let room = max_bytes.saturating_sub(total);
-                        d.records
-                            .slice(..crate::record::whole_batches_within(&d.records, room))
+                        max_bytes.saturating_sub(total)
                     };
-                    total += records.len();
-                    part.records = Some(records);
+                    match d.records {
+                        Fetched::Memory(b) => {
+                            let b = b.slice(..crate::record::whole_batches_within(&b, room));
+                            total += b.len();
+                            part.records = Some(b);
+                        }
+                        Fetched::File(mut f) => {
+                            f.len = f.len.min(room);
+                            total += f.len;
+                            if f.len > 0 {
+                                part.records = None;
+                                file = Some(f);
+                            }
+                        }
+                    }
                 }
                 Some(Err((e, marks))) => {
                     part.error_code = e.code;
@@ -164,8 +185,9 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: FetchRequest) -> F
                 }
             }
             topic.partitions.push(part);
+            files.push(file);
         }
         response.responses.push(topic);
     }
-    response
+    (response, files)
 }

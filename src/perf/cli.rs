@@ -23,18 +23,48 @@ pub struct Target {
         alias = "bootstrap",
         default_value = "127.0.0.1:9092"
     )]
-    bootstrap: String,
+    pub bootstrap: String,
     #[arg(long)]
-    topic: String,
+    pub topic: String,
     /// Partitions to create the topic with if it does not exist.
     #[arg(long, default_value_t = 1)]
-    partitions: i32,
+    pub partitions: i32,
     /// CPUs to pin load threads to, e.g. "1" or "2,3" (keep them off the broker's cores).
     #[arg(long, value_delimiter = ',')]
-    cpus: Vec<usize>,
+    pub cpus: Vec<usize>,
     /// Print the result as one JSON object.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
+    /// The client that drives the load: the project's own, or librdkafka for reference.
+    #[arg(long, value_enum, default_value = "shardlog")]
+    pub client: ClientKind,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientKind {
+    Shardlog,
+    Rdkafka,
+}
+
+/// Produces with the chosen client, showing a live progress line on a terminal.
+pub fn produce_with(target: &Target, cfg: &ProduceConfig) -> anyhow::Result<Stats> {
+    let _line = cfg
+        .progress
+        .display("produce", cfg.records, cfg.record_size, target.json);
+    match target.client {
+        ClientKind::Shardlog => producer::run(cfg),
+        ClientKind::Rdkafka => super::rdkafka_load::produce(cfg),
+    }
+}
+
+/// Consumes with the chosen client, showing a live progress line on a terminal.
+fn consume_with(target: &Target, cfg: &ConsumeConfig) -> anyhow::Result<Stats> {
+    let total = cfg.records.unwrap_or(0);
+    let _line = cfg.progress.display("consume", total, 0, target.json);
+    match target.client {
+        ClientKind::Shardlog => consumer::run(cfg),
+        ClientKind::Rdkafka => super::rdkafka_load::consume(cfg),
+    }
 }
 
 #[derive(Subcommand)]
@@ -90,7 +120,7 @@ pub enum PerfCommand {
 }
 
 /// Producer settings by their Kafka names, with the Java client's defaults.
-fn producer_props(props: &[String]) -> anyhow::Result<ProducerProps> {
+pub fn producer_props(props: &[String]) -> anyhow::Result<ProducerProps> {
     let (mut batch, mut linger, mut codec, mut acks, mut inflight, mut ignore_keys) =
         (16384usize, 5u64, Codec::None, -1i16, 5usize, false);
     for kv in props {
@@ -131,10 +161,10 @@ fn producer_props(props: &[String]) -> anyhow::Result<ProducerProps> {
 
 /// Kafka producer settings as `producer_props` parses them: batch.size, linger.ms,
 /// compression.type, acks, max.in.flight.requests.per.connection, partitioner.ignore.keys.
-type ProducerProps = (usize, Duration, Codec, i16, usize, bool);
+pub type ProducerProps = (usize, Duration, Codec, i16, usize, bool);
 
 /// The settings `produce` and `e2e` share: one producer, unkeyed, no due-time stamps.
-fn produce_config(
+pub fn produce_config(
     target: &Target,
     partitions: usize,
     record_size: usize,
@@ -159,11 +189,12 @@ fn produce_config(
         keyed: false,
         cpus: target.cpus.clone(),
         stamp_due: false,
+        progress: Default::default(),
     }
 }
 
 /// The topic's partition count, creating the topic with `partitions` if it does not exist.
-fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<usize> {
+pub fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<usize> {
     let mut client = Client::connect(bootstrap)?;
     let mut t = MetadataRequestTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(topic.to_string())));
@@ -222,6 +253,7 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
                 fetch_max_bytes: 64 << 20,
                 partition_max_bytes: 16 << 20,
                 cpus: target.cpus.clone(),
+                progress: Default::default(),
             };
             let from = consumer::end_offsets(&consume)?;
             let tail = std::thread::spawn(move || {
@@ -238,7 +270,7 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
                     &props,
                 )
             };
-            let produced = producer::run(&cfg)?;
+            let produced = produce_with(&target, &cfg)?;
             let e2e = tail
                 .join()
                 .map_err(|_| anyhow::anyhow!("the tailing consumer panicked"))??;
@@ -272,7 +304,7 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
                     &props,
                 )
             };
-            let stats = producer::run(&cfg)?;
+            let stats = produce_with(&target, &cfg)?;
             report(&stats, "produce", target.json);
             if stats.errors > 0 {
                 anyhow::bail!("{} records were refused", stats.errors);
@@ -286,16 +318,17 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
         } => {
             let partitions = ensure_topic(&target.bootstrap, &target.topic, target.partitions)?;
             let cfg = ConsumeConfig {
-                bootstrap: target.bootstrap,
-                topic: target.topic,
+                bootstrap: target.bootstrap.clone(),
+                topic: target.topic.clone(),
                 partitions,
                 records: messages,
                 consumers,
                 fetch_max_bytes: 64 << 20,
                 partition_max_bytes: 16 << 20,
-                cpus: target.cpus,
+                cpus: target.cpus.clone(),
+                progress: Default::default(),
             };
-            let stats = consumer::run(&cfg)?;
+            let stats = consume_with(&target, &cfg)?;
             report(&stats, "consume", target.json);
             Ok(())
         }

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, Topic
 use kafka_protocol::protocol::StrBytes;
 
 use super::producer::pin_to;
-use super::stats::Stats;
+use super::stats::{run_threads, Stats};
 use crate::client::Client;
 use crate::record;
 
@@ -26,6 +26,8 @@ pub struct ConsumeConfig {
     pub fetch_max_bytes: i32,
     pub partition_max_bytes: i32,
     pub cpus: Vec<usize>,
+    /// Records read, for the live progress line.
+    pub progress: super::progress::Progress,
 }
 
 /// Follows the topic from `from` (per partition) until `records` arrived or `patience` passed
@@ -148,25 +150,17 @@ fn offsets(
 }
 
 pub fn run(cfg: &ConsumeConfig) -> anyhow::Result<Stats> {
-    let consumers = cfg.consumers.max(1);
-    let start = Instant::now();
-    let handles: Vec<_> = (0..consumers)
-        .map(|c| {
-            let cfg = cfg.clone();
-            let mine: Vec<i32> = (0..cfg.partitions as i32)
-                .filter(|p| *p as usize % consumers == c)
-                .collect();
-            std::thread::spawn(move || consume_thread(&cfg, c, mine, start))
-        })
-        .collect();
-    let mut total = Stats::default();
-    for h in handles {
-        total.merge(
-            &h.join()
-                .map_err(|_| anyhow::anyhow!("a consumer thread panicked"))??,
-        );
-    }
-    Ok(total)
+    let (cfg, start) = (cfg.clone(), Instant::now());
+    run_threads(cfg.consumers, move |c| {
+        consume_thread(&cfg, c, share_of(cfg.partitions, cfg.consumers, c), start)
+    })
+}
+
+/// The partitions consumer `index` of `consumers` reads: dealt round robin.
+pub fn share_of(partitions: usize, consumers: usize, index: usize) -> Vec<i32> {
+    (0..partitions as i32)
+        .filter(|p| *p as usize % consumers.max(1) == index)
+        .collect()
 }
 
 fn consume_thread(
@@ -215,7 +209,9 @@ fn consume_thread(
             for b in batches {
                 if b.next_offset() > *pos {
                     let skipped = (*pos - b.base_offset()).max(0);
-                    stats.messages += (b.record_count() as i64 - skipped).max(0) as u64;
+                    let fresh = (b.record_count() as i64 - skipped).max(0) as u64;
+                    stats.messages += fresh;
+                    cfg.progress.add(fresh);
                     *pos = b.next_offset();
                     progress = Instant::now();
                 }

@@ -14,8 +14,9 @@ use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::partitioner::{partition_for_key, StickyPartitioner};
+use super::progress::Progress;
 use super::schedule::Schedule;
-use super::stats::Stats;
+use super::stats::{run_threads, Stats};
 use crate::client::{decode_response, encode_request, read_frame, Client};
 use crate::record::builder::{BatchBuilder, Codec};
 
@@ -44,6 +45,18 @@ pub struct ProduceConfig {
     /// Write each record's due time (wall clock, ns since the epoch) into the first 8 bytes of
     /// its value, for end-to-end latency (`perf e2e`).
     pub stamp_due: bool,
+    /// Acknowledged records, for the live progress line.
+    pub progress: Progress,
+}
+
+impl ProduceConfig {
+    /// Producer `index`'s share: how many records it sends, and on what schedule.
+    pub fn share(&self, index: usize, start: Instant) -> (u64, Schedule) {
+        let producers = self.producers.max(1) as u64;
+        let mine = self.records / producers + u64::from((index as u64) < self.records % producers);
+        let schedule = Schedule::new(start, self.throughput.map(|t| t / producers as f64));
+        (mine, schedule)
+    }
 }
 
 /// Nanoseconds since the Unix epoch, by the wall clock.
@@ -84,7 +97,7 @@ fn now_ms() -> i64 {
 /// tens of microseconds late (timer slack, scheduling), which would show up as latency of the
 /// broker; the load generator has its own core, so spinning costs nothing that matters. The
 /// spin yields, so the ack reader (which may share the core) is never starved by it.
-fn wait_until(t: Instant) {
+pub fn wait_until(t: Instant) {
     const SPIN: Duration = Duration::from_micros(200);
     let now = Instant::now();
     if t > now + SPIN {
@@ -97,28 +110,13 @@ fn wait_until(t: Instant) {
 
 /// Runs every producer and merges their results.
 pub fn run(cfg: &ProduceConfig) -> anyhow::Result<Stats> {
-    let start = Instant::now();
-    let handles: Vec<_> = (0..cfg.producers.max(1))
-        .map(|p| {
-            let cfg = cfg.clone();
-            std::thread::spawn(move || produce_thread(&cfg, p, start))
-        })
-        .collect();
-    let mut total = Stats::default();
-    for h in handles {
-        let stats = h
-            .join()
-            .map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
-        total.merge(&stats);
-    }
-    Ok(total)
+    let (cfg, start) = (cfg.clone(), Instant::now());
+    run_threads(cfg.producers, move |p| produce_thread(&cfg, p, start))
 }
 
 fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::Result<Stats> {
     pin_to(&cfg.cpus, index);
-    let producers = cfg.producers.max(1) as u64;
-    let mine = cfg.records / producers + u64::from((index as u64) < cfg.records % producers);
-    let schedule = Schedule::new(start, cfg.throughput.map(|t| t / producers as f64));
+    let (mine, schedule) = cfg.share(index, start);
     let mut stream = Client::connect(&cfg.bootstrap)?.into_stream();
     let reader_stream = stream.try_clone()?;
     // The reader holds one request while it waits for that request's answer, so the channel
@@ -127,7 +125,8 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
     let acks = cfg.acks;
     let reader = std::thread::spawn({
         let cpus = cfg.cpus.clone();
-        move || read_acks(reader_stream, inflight_rx, acks, &cpus, index)
+        let progress = cfg.progress.clone();
+        move || read_acks(reader_stream, inflight_rx, acks, &cpus, index, &progress)
     });
     let mut value = vec![b'x'; cfg.record_size];
     // The wall-clock time of `start`, so due instants map onto the clock the consumer reads.
@@ -234,6 +233,7 @@ fn read_acks(
     acks: i16,
     cpus: &[usize],
     index: usize,
+    progress: &Progress,
 ) -> anyhow::Result<Stats> {
     pin_to(cpus, index);
     let mut stats = Stats::default();
@@ -251,6 +251,7 @@ fn read_acks(
         };
         let done = Instant::now();
         stats.messages += request.due.len() as u64;
+        progress.add(request.due.len() as u64);
         if !ok {
             stats.errors += request.due.len() as u64;
         }

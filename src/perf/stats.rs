@@ -32,6 +32,28 @@ impl Default for Stats {
     }
 }
 
+/// Runs `threads` load threads at once, `body(index)` on each, and merges their results.
+pub fn run_threads<F>(threads: usize, body: F) -> anyhow::Result<Stats>
+where
+    F: Fn(usize) -> anyhow::Result<Stats> + Send + Sync + 'static,
+{
+    let body = std::sync::Arc::new(body);
+    let handles: Vec<_> = (0..threads.max(1))
+        .map(|i| {
+            let body = std::sync::Arc::clone(&body);
+            std::thread::spawn(move || body(i))
+        })
+        .collect();
+    let mut total = Stats::default();
+    for h in handles {
+        let stats = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+        total.merge(&stats);
+    }
+    Ok(total)
+}
+
 /// The percentiles every report shows.
 pub const PERCENTILES: [(f64, &str); 5] = [
     (50.0, "p50"),

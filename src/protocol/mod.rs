@@ -8,6 +8,7 @@
 //! shard: it runs under `catch_unwind`.
 
 pub mod error;
+pub mod fetch_frame;
 
 use std::rc::Rc;
 
@@ -21,6 +22,8 @@ use crate::shard::Shard;
 /// What the connection does with a request's result.
 pub enum Outcome {
     Respond(Bytes),
+    /// A frame in parts (Fetch: records are not copied into it).
+    RespondParts(Vec<fetch_frame::Part>),
     /// Produce with acks=0.
     NoResponse,
     Close(String),
@@ -54,7 +57,7 @@ pub fn version_range(key: ApiKey) -> Option<(i16, i16)> {
         })
 }
 
-fn frame(
+pub(crate) fn frame(
     correlation_id: i32,
     key: ApiKey,
     version: i16,
@@ -132,7 +135,13 @@ pub async fn handle(shard: &Rc<Shard>, body: Bytes) -> Outcome {
             Err(why) => return Outcome::Close(why),
         },
         RequestKind::Fetch(r) => {
-            ResponseKind::Fetch(handlers::fetch::handle(shard, version, r).await)
+            let (response, files) = handlers::fetch::handle(shard, version, r).await;
+            return Outcome::RespondParts(fetch_frame::frame(
+                correlation_id,
+                version,
+                &response,
+                &files,
+            ));
         }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(handlers::list_offsets::handle(shard, version, r).await)

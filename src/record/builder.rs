@@ -31,6 +31,17 @@ impl Codec {
             _ => return None,
         })
     }
+
+    /// The `compression.type` name of the codec.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::None => "none",
+            Codec::Gzip => "gzip",
+            Codec::Snappy => "snappy",
+            Codec::Lz4 => "lz4",
+            Codec::Zstd => "zstd",
+        }
+    }
 }
 
 fn put_varint(buf: &mut BytesMut, v: i64) {

@@ -192,6 +192,7 @@ pub fn whole_batches_within(batches: &[u8], limit: usize) -> usize {
 
 /// The batch in a produce request's `records`, validated (a `Vec` of ranges so stored and
 /// future multi-batch sources share the append path).
+#[derive(Clone)]
 pub struct ValidatedBatches {
     pub records: Bytes,
     /// Byte ranges of each batch within `records`.

@@ -7,6 +7,7 @@
 //! (the queue's capacity) and in bytes (a semaphore whose permits travel with each request).
 
 use std::cell::RefCell;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -17,8 +18,10 @@ use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 
+use crate::protocol::fetch_frame::Part;
 use crate::protocol::{self, Outcome};
 use crate::shard::Shard;
+use crate::storage::log::FileSlice;
 
 /// A stream shared by the reader and writer tasks; glommio keeps separate read and write
 /// sources per socket, and a borrow lasts only for one poll.
@@ -137,6 +140,12 @@ async fn write_responses(
                     break;
                 }
             }
+            Some(Outcome::RespondParts(parts)) => {
+                if let Err(e) = write_parts(&mut stream, parts).await {
+                    tracing::debug!("closing connection from {peer}: {e}");
+                    break;
+                }
+            }
             Some(Outcome::NoResponse) => {}
             Some(Outcome::Close(why)) => {
                 tracing::warn!("closing connection from {peer}: {why}");
@@ -147,4 +156,71 @@ async fn write_responses(
     }
     let _ = stream.flush().await;
     let _ = stream.close().await;
+}
+
+/// Writes a response frame given in parts: bytes through the ring, file ranges by `sendfile`.
+async fn write_parts(stream: &mut SharedStream, parts: Vec<Part>) -> std::io::Result<()> {
+    for part in parts {
+        match part {
+            Part::Bytes(b) => stream.write_all(&b).await?,
+            Part::File(f) => {
+                let socket = stream.0.borrow().as_raw_fd();
+                send_file(socket, f).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends a file range to the socket with `sendfile(2)` on glommio's blocking-thread pool: the
+/// kernel moves the bytes (through the page cache), and the shard's core is not held while it
+/// reads the disk or waits for room in the socket buffer. The frame already announced `len`
+/// bytes, so a file that turned out shorter is an error that closes the connection.
+async fn send_file(socket: RawFd, slice: FileSlice) -> std::io::Result<()> {
+    glommio::executor()
+        .spawn_blocking(move || {
+            let file = slice.file;
+            let mut offset = slice.position as libc::off_t;
+            let mut left = slice.len;
+            while left > 0 {
+                // SAFETY: both descriptors are open for the whole call (the socket is owned by
+                // the connection, which awaits this), and `offset` is a valid out-pointer.
+                let n = unsafe { libc::sendfile(socket, file.as_raw_fd(), &mut offset, left) };
+                if n > 0 {
+                    left -= n as usize;
+                    continue;
+                }
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{} ended before the range sent", slice.path.display()),
+                    ));
+                }
+                let e = std::io::Error::last_os_error();
+                match e.kind() {
+                    std::io::ErrorKind::Interrupted => {}
+                    std::io::ErrorKind::WouldBlock => wait_writable(socket)?,
+                    _ => return Err(e),
+                }
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// Waits (on a blocking thread) until a non-blocking socket has room again.
+fn wait_writable(socket: RawFd) -> std::io::Result<()> {
+    let mut fd = libc::pollfd {
+        fd: socket,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    if unsafe { libc::poll(&mut fd, 1, 30_000) } <= 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "socket not writable for 30 s",
+        ));
+    }
+    Ok(())
 }

@@ -21,6 +21,7 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use crate::config::BrokerConfig;
 use crate::metadata::MetadataSnapshot;
 use crate::protocol::error::{self, KafkaError};
+use crate::storage::log::Fetched;
 use crate::storage::{LogSettings, PartitionLog};
 pub use ops::{FetchData, OpKind, OpOutcome, OpResult, PartitionOp};
 
@@ -209,6 +210,21 @@ impl Shard {
         futures::future::join_all(ops.into_iter().map(|op| self.execute_op(op))).await
     }
 
+    /// A fetch read: file ranges for data on disk when `shardlog.fetch.zero.copy` is on,
+    /// otherwise bytes read into memory.
+    async fn read(
+        &self,
+        log: &PartitionLog,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Fetched, KafkaError> {
+        if self.config.fetch_zero_copy {
+            log.read_slice(offset, max_bytes).await
+        } else {
+            log.read(offset, max_bytes).await.map(Fetched::Memory)
+        }
+    }
+
     async fn execute_op(&self, op: PartitionOp) -> OpOutcome {
         let Some(log) = self.local_partition(&op.topic, op.partition) else {
             return Err((unknown_partition(&op.topic, op.partition), None));
@@ -223,7 +239,7 @@ impl Shard {
                 }),
                 Err(e) => Err((e, marks(&log))),
             },
-            OpKind::Fetch { offset, max_bytes } => match log.read(offset, max_bytes).await {
+            OpKind::Fetch { offset, max_bytes } => match self.read(&log, offset, max_bytes).await {
                 Ok(records) => Ok(OpResult::Fetch(FetchData {
                     records,
                     high_watermark: log.high_watermark(),

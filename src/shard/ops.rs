@@ -2,8 +2,6 @@
 //! `PartitionOp`s; `Shard::run_partition_ops` sends each to the shard that owns the partition
 //! (running local ones in place) and hands back the results in the order of the ops.
 
-use bytes::Bytes;
-
 use crate::protocol::error::KafkaError;
 use crate::record::ValidatedBatches;
 
@@ -36,7 +34,7 @@ pub enum OpKind {
 
 #[derive(Debug)]
 pub struct FetchData {
-    pub records: Bytes,
+    pub records: crate::storage::log::Fetched,
     pub high_watermark: i64,
     pub log_start_offset: i64,
 }

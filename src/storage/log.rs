@@ -16,6 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use event_listener::Event;
@@ -122,6 +123,36 @@ pub struct PartitionLog {
     admitted: Cell<u64>,
     appender_done: Event,
     appender_running: Cell<bool>,
+}
+
+/// Records a read found: bytes in memory, or a range of a segment file (zero-copy fetch).
+#[derive(Debug)]
+pub enum Fetched {
+    Memory(Bytes),
+    File(FileSlice),
+}
+
+impl Fetched {
+    pub fn len(&self) -> usize {
+        match self {
+            Fetched::Memory(b) => b.len(),
+            Fetched::File(f) => f.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `len` bytes of a segment file from `position`: whole batches, except that the last may be
+/// cut short. It holds the file open, so retention deleting the segment meanwhile is harmless.
+#[derive(Clone, Debug)]
+pub struct FileSlice {
+    pub file: Arc<std::fs::File>,
+    pub path: PathBuf,
+    pub position: u64,
+    pub len: usize,
 }
 
 pub fn partition_dir(log_dir: &Path, topic: &str, partition: i32) -> PathBuf {
@@ -743,6 +774,100 @@ impl PartitionLog {
             }
         }
         Ok(out.freeze())
+    }
+
+    /// Like `read`, but data on disk comes back as a byte range of its segment file, to be
+    /// sent to the socket by the kernel (`shardlog.fetch.zero.copy`). The range starts at the
+    /// batch holding `offset` and runs to `max_bytes` (at least that first batch whole) or the
+    /// end of its segment, so it may end inside a batch, as Kafka's file slices do; clients
+    /// drop a partial batch at the end. Data still in the hot tail comes back as bytes.
+    pub async fn read_slice(&self, offset: i64, max_bytes: usize) -> Result<Fetched, KafkaError> {
+        let in_memory_or_out_of_range = {
+            let st = self.state.borrow();
+            offset < st.log_start_offset
+                || offset >= st.next_offset
+                || st.hot.front().is_some_and(|c| c.base_offset <= offset)
+        };
+        if in_memory_or_out_of_range {
+            return self.read(offset, max_bytes).await.map(Fetched::Memory);
+        }
+        let (mut file, mut path, mut pos, mut seg_base, mut size) = {
+            let st = self.state.borrow();
+            let Some((_, seg)) = st.segments.range(..=offset).next_back() else {
+                return Ok(Fetched::Memory(Bytes::new()));
+            };
+            let rel = (offset - seg.base_offset) as u32;
+            (
+                Rc::clone(&seg.file),
+                seg.path("log"),
+                seg.index.floor_position(rel) as u64,
+                seg.base_offset,
+                seg.size,
+            )
+        };
+        loop {
+            if pos >= size {
+                let st = self.state.borrow();
+                match st.segments.range(seg_base + 1..).next() {
+                    Some((_, next)) if next.base_offset < st.next_offset => {
+                        file = Rc::clone(&next.file);
+                        path = next.path("log");
+                        seg_base = next.base_offset;
+                        size = next.size;
+                        pos = 0;
+                        continue;
+                    }
+                    _ => return Ok(Fetched::Memory(Bytes::new())),
+                }
+            }
+            // Walk batch headers from the index entry to the batch holding `offset`.
+            let want = record::HEADER_LEN.min((size - pos) as usize);
+            let header = file.read_at(pos, want).await.map_err(KafkaError::storage)?;
+            let header: &[u8] = &header;
+            let len = match record::framed_len(header) {
+                Some(len) if header.len() == record::HEADER_LEN => len,
+                _ => return Ok(Fetched::Memory(Bytes::new())),
+            };
+            let view = BatchView { bytes: header };
+            if view.next_offset() <= offset {
+                pos += len as u64;
+                continue;
+            }
+            let len = (size - pos).min(max_bytes.max(len) as u64) as usize;
+            return Ok(Fetched::File(FileSlice {
+                file: self.sendfile_source(seg_base, &path).await?,
+                path,
+                position: pos,
+                len,
+            }));
+        }
+    }
+
+    /// The segment's file opened for buffered reads, opened once and kept with the segment.
+    async fn sendfile_source(
+        &self,
+        seg_base: i64,
+        path: &Path,
+    ) -> Result<Arc<std::fs::File>, KafkaError> {
+        let cached = self
+            .state
+            .borrow()
+            .segments
+            .get(&seg_base)
+            .and_then(|s| s.sendfile_source.clone());
+        if let Some(f) = cached {
+            return Ok(f);
+        }
+        let p = path.to_path_buf();
+        let file = Arc::new(
+            blocking(move || std::fs::File::open(p))
+                .await
+                .map_err(KafkaError::storage)?,
+        );
+        if let Some(seg) = self.state.borrow_mut().segments.get_mut(&seg_base) {
+            seg.sendfile_source = Some(Arc::clone(&file));
+        }
+        Ok(file)
     }
 
     /// Kafka's ListOffsets by timestamp: the first record at or after the log start offset

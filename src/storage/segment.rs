@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use glommio::io::{DmaFile, OpenOptions};
 
@@ -44,6 +45,8 @@ pub struct Segment {
     bytes_since_index: u64,
     pub file: Rc<DmaFile>,
     pub dir: PathBuf,
+    /// The same file opened for buffered reads, for zero-copy fetch (opened on first use).
+    pub sendfile_source: Option<Arc<std::fs::File>>,
 }
 
 impl Segment {
@@ -87,6 +90,7 @@ impl Segment {
             bytes_since_index: 0,
             file,
             dir: dir.to_path_buf(),
+            sendfile_source: None,
         }
     }
 
