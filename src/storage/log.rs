@@ -21,7 +21,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use event_listener::Event;
 use futures::channel::oneshot;
-use glommio::io::DmaBuffer;
+use glommio::io::{DmaBuffer, DmaFile};
 
 use super::segment::{file_name, Segment};
 use crate::config::LogConfig;
@@ -123,6 +123,8 @@ pub struct PartitionLog {
     admitted: Cell<u64>,
     appender_done: Event,
     appender_running: Cell<bool>,
+    /// The group-commit fdatasync running beside the appender (at most one).
+    sync_in_flight: RefCell<Option<glommio::Task<()>>>,
 }
 
 /// Records a read found: bytes in memory, or a range of a segment file (zero-copy fetch).
@@ -390,6 +392,7 @@ impl PartitionLog {
             admitted: Cell::new(0),
             appender_done: Event::new(),
             appender_running: Cell::new(true),
+            sync_in_flight: RefCell::new(None),
         });
         // A crash between recording a new log start offset and unlinking the segments below
         // it leaves them behind: finish the job.
@@ -495,6 +498,7 @@ impl PartitionLog {
             let round = self.take_round();
             self.write_round(round).await;
         }
+        self.wait_for_sync().await;
         self.appender_running.set(false);
         self.appender_done.notify(usize::MAX);
     }
@@ -516,7 +520,55 @@ impl PartitionLog {
         round
     }
 
-    async fn write_round(&self, round: Vec<PendingAppend>) {
+    /// Waits for the fdatasync in flight, if any.
+    async fn wait_for_sync(&self) {
+        let in_flight = self.sync_in_flight.borrow_mut().take();
+        if let Some(task) = in_flight {
+            task.await;
+        }
+    }
+
+    /// Group commit: fdatasync the file, then answer the acks=-1 appends its writes held.
+    /// Runs beside the appender, so the next round's write overlaps this round's sync; at most
+    /// one is in flight, so a sync always covers every write that completed before it began.
+    async fn sync_and_reply(
+        self: &Rc<Self>,
+        file: Rc<DmaFile>,
+        synced: Vec<(
+            oneshot::Sender<Result<AppendOutcome, KafkaError>>,
+            AppendOutcome,
+        )>,
+    ) {
+        self.wait_for_sync().await;
+        let me = Rc::clone(self);
+        let task = glommio::spawn_local(async move {
+            // After a failed sync the kernel may report the next one as fine although the
+            // earlier data is lost: nothing is acknowledged as durable any more.
+            let result = if me.failed.get() {
+                Err(glommio::GlommioError::<()>::IoError(std::io::Error::other(
+                    "an earlier fdatasync of this partition failed",
+                )))
+            } else {
+                file.fdatasync().await
+            };
+            if let Err(e) = &result {
+                tracing::error!(
+                    "{}: fdatasync failed, refusing further writes: {e}",
+                    me.dir.display()
+                );
+                me.failed.set(true);
+            }
+            for (reply, outcome) in synced {
+                let _ = reply.send(match &result {
+                    Ok(()) => Ok(outcome),
+                    Err(e) => Err(KafkaError::storage(e)),
+                });
+            }
+        });
+        *self.sync_in_flight.borrow_mut() = Some(task);
+    }
+
+    async fn write_round(self: &Rc<Self>, round: Vec<PendingAppend>) {
         let config = self.config();
         let total: usize = round.iter().map(|p| p.bytes).sum();
         let now = now_ms();
@@ -600,20 +652,7 @@ impl PartitionLog {
             }
         }
         if !synced.is_empty() {
-            let result = file.fdatasync().await;
-            if let Err(e) = &result {
-                tracing::error!(
-                    "{}: fdatasync failed, refusing further writes: {e}",
-                    self.dir.display()
-                );
-                self.failed.set(true);
-            }
-            for (reply, outcome) in synced {
-                let _ = reply.send(match &result {
-                    Ok(()) => Ok(outcome),
-                    Err(e) => Err(KafkaError::storage(e)),
-                });
-            }
+            self.sync_and_reply(file, synced).await;
         }
     }
 
