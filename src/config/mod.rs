@@ -56,6 +56,7 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("shardlog.connection.max.inflight.requests", "64"),
     ("shardlog.partition.max.pending.bytes", "33554432"),
     ("shardlog.fetch.zero.copy", "true"),
+    ("shardlog.io.memory.bytes", "134217728"),
 ];
 
 /// The broker's configuration: every key with its value and source.
@@ -79,6 +80,9 @@ pub struct BrokerConfig {
     pub connection_max_inflight_bytes: usize,
     pub connection_max_inflight_requests: usize,
     pub partition_max_pending_bytes: usize,
+    /// Memory each shard registers with io_uring for DMA buffers (writes and the hot tail);
+    /// buffers beyond it come from the heap and cost the kernel a page pinning per write.
+    pub io_memory_bytes: usize,
     /// Send records on disk with sendfile instead of reading them into memory first.
     pub fetch_zero_copy: bool,
     /// Defaults for topic configs, derived from the `log.*` keys.
@@ -281,6 +285,7 @@ impl BrokerConfig {
             connection_max_inflight_requests: positive("shardlog.connection.max.inflight.requests")?
                 as usize,
             partition_max_pending_bytes: positive("shardlog.partition.max.pending.bytes")? as usize,
+            io_memory_bytes: positive("shardlog.io.memory.bytes")? as usize,
             fetch_zero_copy: parse_bool(
                 "shardlog.fetch.zero.copy",
                 get("shardlog.fetch.zero.copy"),

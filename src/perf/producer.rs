@@ -49,7 +49,19 @@ pub struct ProduceConfig {
     pub progress: Progress,
 }
 
+/// The most a record adds to a batch beyond its key and value: its length, attributes,
+/// timestamp and offset deltas, key and value lengths (varints) and header count.
+const RECORD_OVERHEAD: usize = 32;
+
 impl ProduceConfig {
+    /// A batch is full when another record would not fit in `batch.size`, so batches stay
+    /// within it as the Java client's do (a record larger than `batch.size` goes alone).
+    fn batch_full(&self, batch: &BatchBuilder) -> bool {
+        let key = if self.keyed { 20 } else { 0 };
+        crate::record::HEADER_LEN + batch.size() + RECORD_OVERHEAD + key + self.record_size
+            > self.batch_size
+    }
+
     /// Producer `index`'s share: how many records it sends, and on what schedule.
     pub fn share(&self, index: usize, start: Instant) -> (u64, Schedule) {
         let producers = self.producers.max(1) as u64;
@@ -143,7 +155,7 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
         let mut due = Vec::new();
         for (p, slot) in open.iter_mut().enumerate() {
             let ready = slot.as_ref().is_some_and(|b| {
-                !only_ready || b.builder.size() >= cfg.batch_size || now >= b.opened + cfg.linger
+                !only_ready || cfg.batch_full(&b.builder) || now >= b.opened + cfg.linger
             });
             if ready {
                 if let Some(batch) = slot.take() {
@@ -212,7 +224,7 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
             .push(now_ms(), key.as_deref().map(str::as_bytes), &value);
         batch.due.push(due);
         // A full batch goes at once; every 64 records, so do batches that lingered long enough.
-        if batch.builder.size() >= cfg.batch_size || i % 64 == 63 {
+        if cfg.batch_full(&batch.builder) || i % 64 == 63 {
             send(&mut open, true, Instant::now())?;
         }
     }

@@ -185,6 +185,7 @@ pub fn run(config: BrokerConfig, cores: usize) -> anyhow::Result<()> {
         );
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
+            .io_memory(config.io_memory_bytes)
             .spawn(move || async move {
                 let _notice = ExitNotice {
                     id,
