@@ -1,14 +1,16 @@
 //! The producer side of `shardlog perf`: each producer thread owns one connection, gathers
 //! records into per-partition batches (`batch.size`, `linger.ms`, `compression.type`), and
-//! keeps up to `max.in.flight.requests.per.connection` Produce requests outstanding; a reader
-//! thread takes the answers in order and records, for every record, the time from when it was
-//! due (the open-loop schedule) to its acknowledgement.
+//! keeps up to `max.in.flight.requests.per.connection` Produce requests outstanding. The same
+//! thread reads the answers whenever it waits, and records, for every record, the time from
+//! when it was due (the open-loop schedule) to its acknowledgement.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::mpsc;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -17,7 +19,7 @@ use super::partitioner::{partition_for_key, StickyPartitioner};
 use super::progress::Progress;
 use super::schedule::Schedule;
 use super::stats::{run_threads, Stats};
-use crate::client::{decode_response, encode_request, read_frame, Client};
+use crate::client::{decode_response, encode_request, Client};
 use crate::record::builder::{BatchBuilder, Codec};
 
 const PRODUCE_VERSION: i16 = 9;
@@ -105,21 +107,6 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Waits until `t`: sleeps while far off, then spins the last stretch. A sleeping thread wakes
-/// tens of microseconds late (timer slack, scheduling), which would show up as latency of the
-/// broker; the load generator has its own core, so spinning costs nothing that matters. The
-/// spin yields, so the ack reader (which may share the core) is never starved by it.
-pub fn wait_until(t: Instant) {
-    const SPIN: Duration = Duration::from_micros(200);
-    let now = Instant::now();
-    if t > now + SPIN {
-        std::thread::sleep(t - now - SPIN);
-    }
-    while Instant::now() < t {
-        std::thread::yield_now();
-    }
-}
-
 /// Runs every producer and merges their results.
 pub fn run(cfg: &ProduceConfig) -> anyhow::Result<Stats> {
     let (cfg, start) = (cfg.clone(), Instant::now());
@@ -130,16 +117,15 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
     pin_to(&cfg.cpus, index);
     let (mine, schedule) = cfg.share(index, start);
     let mut stream = Client::connect(&cfg.bootstrap)?.into_stream();
-    let reader_stream = stream.try_clone()?;
-    // The reader holds one request while it waits for that request's answer, so the channel
-    // holds the rest: at most max.in.flight on the wire.
-    let (inflight_tx, inflight_rx) = mpsc::sync_channel::<InFlight>(cfg.max_in_flight.max(1) - 1);
-    let acks = cfg.acks;
-    let reader = std::thread::spawn({
-        let cpus = cfg.cpus.clone();
-        let progress = cfg.progress.clone();
-        move || read_acks(reader_stream, inflight_rx, acks, &cpus, index, &progress)
-    });
+    let mut acks = Acks {
+        stream: stream.try_clone()?,
+        buf: BytesMut::new(),
+        inflight: VecDeque::new(),
+        acks: cfg.acks,
+        stats: Stats::default(),
+        progress: cfg.progress.clone(),
+    };
+    let max_in_flight = cfg.max_in_flight.max(1);
     let mut value = vec![b'x'; cfg.record_size];
     // The wall-clock time of `start`, so due instants map onto the clock the consumer reads.
     let wall_start = wall_ns() - start.elapsed().as_nanos() as u64;
@@ -148,6 +134,7 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
     let mut open: Vec<Option<PartitionBatch>> = (0..cfg.partitions).map(|_| None).collect();
     let mut correlation_id = 0;
     let mut send = |open: &mut Vec<Option<PartitionBatch>>,
+                    acks: &mut Acks,
                     only_ready: bool,
                     now: Instant|
      -> anyhow::Result<()> {
@@ -180,12 +167,11 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
         request.topic_data = vec![topic];
         correlation_id += 1;
         let frame = encode_request(&request, PRODUCE_VERSION, correlation_id)?;
-        // Blocks while max.in.flight requests are outstanding: the backpressure a real
-        // producer feels. Queued before writing, so the reader always knows what it reads.
-        inflight_tx
-            .send(InFlight { due })
-            .map_err(|_| anyhow::anyhow!("the ack reader stopped"))?;
+        // Waits while max.in.flight requests are outstanding: the backpressure a real
+        // producer feels.
+        acks.wait_for_room(max_in_flight)?;
         stream.write_all(&frame)?;
+        acks.inflight.push_back(InFlight { due });
         Ok(())
     };
     for i in 0..mine {
@@ -193,7 +179,7 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
         let due = schedule.due(i, now);
         if due > now {
             // Ahead of schedule: send what lingered long enough, then wait for the due time.
-            send(&mut open, true, now)?;
+            send(&mut open, &mut acks, true, now)?;
             let wake = open
                 .iter()
                 .flatten()
@@ -201,9 +187,9 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
                 .min()
                 .unwrap_or(due)
                 .min(due);
-            wait_until(wake);
-            send(&mut open, true, Instant::now())?;
-            wait_until(due);
+            acks.wait_until(wake)?;
+            send(&mut open, &mut acks, true, Instant::now())?;
+            acks.wait_until(due)?;
         }
         let key = cfg.keyed.then(|| (index as u64 * mine + i).to_string());
         let partition = match &key {
@@ -225,51 +211,134 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
         batch.due.push(due);
         // A full batch goes at once; every 64 records, so do batches that lingered long enough.
         if cfg.batch_full(&batch.builder) || i % 64 == 63 {
-            send(&mut open, true, Instant::now())?;
+            send(&mut open, &mut acks, true, Instant::now())?;
         }
     }
-    send(&mut open, false, Instant::now())?;
-    drop(inflight_tx);
-    let mut stats = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("the ack reader panicked"))??;
+    send(&mut open, &mut acks, false, Instant::now())?;
+    acks.wait_for_room(1)?;
+    let mut stats = acks.stats;
     stats.elapsed = start.elapsed();
     stats.bytes = mine * cfg.record_size as u64;
     Ok(stats)
 }
 
-/// Reads answers in request order and records each record's latency from its due time.
-fn read_acks(
-    mut stream: TcpStream,
-    inflight: mpsc::Receiver<InFlight>,
+/// The answers side of one producer connection: the requests on the wire in order, and the
+/// bytes of answers read so far. The producer thread itself reads them, without blocking
+/// (`MSG_DONTWAIT`), whenever it waits: a second thread on the tool's core would have to wait
+/// for the scheduler when an answer arrives, and that wait would show up as broker latency.
+struct Acks {
+    stream: TcpStream,
+    buf: BytesMut,
+    inflight: VecDeque<InFlight>,
     acks: i16,
-    cpus: &[usize],
-    index: usize,
-    progress: &Progress,
-) -> anyhow::Result<Stats> {
-    pin_to(cpus, index);
-    let mut stats = Stats::default();
-    while let Ok(request) = inflight.recv() {
-        let ok = if acks == 0 {
-            true // never answered: counted when written
-        } else {
-            let (_, response) =
-                decode_response::<ProduceRequest>(read_frame(&mut stream)?, PRODUCE_VERSION)?;
-            response
+    stats: Stats,
+    progress: Progress,
+}
+
+impl Acks {
+    /// Takes every answer that has arrived, recording each record's latency from its due time.
+    fn poll(&mut self) -> anyhow::Result<()> {
+        if self.acks == 0 {
+            // Never answered: done when written.
+            while let Some(request) = self.inflight.pop_front() {
+                self.complete(request, true);
+            }
+            return Ok(());
+        }
+        loop {
+            self.buf.reserve(256 << 10);
+            let spare = self.buf.spare_capacity_mut();
+            let room = spare.len();
+            // SAFETY: recv writes at most `room` bytes into the spare capacity.
+            let n = unsafe {
+                libc::recv(
+                    self.stream.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    room,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n == 0 {
+                anyhow::bail!("the broker closed the connection");
+            }
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.kind() {
+                    std::io::ErrorKind::WouldBlock => break,
+                    std::io::ErrorKind::Interrupted => continue,
+                    _ => return Err(e.into()),
+                }
+            }
+            // SAFETY: the kernel initialised the `n` bytes it wrote.
+            unsafe { self.buf.set_len(self.buf.len() + n as usize) };
+            if (n as usize) < room {
+                break;
+            }
+        }
+        while self.buf.len() >= 4 {
+            let len = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+            let len = usize::try_from(len)
+                .map_err(|_| anyhow::anyhow!("broker sent a negative frame length"))?;
+            if self.buf.len() < 4 + len {
+                break;
+            }
+            self.buf.advance(4);
+            let frame = self.buf.split_to(len).freeze();
+            let (_, response) = decode_response::<ProduceRequest>(frame, PRODUCE_VERSION)?;
+            let ok = response
                 .responses
                 .iter()
                 .flat_map(|t| &t.partition_responses)
-                .all(|p| p.error_code == 0)
-        };
+                .all(|p| p.error_code == 0);
+            let request = self
+                .inflight
+                .pop_front()
+                .ok_or_else(|| anyhow::anyhow!("the broker answered a request never sent"))?;
+            self.complete(request, ok);
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, request: InFlight, ok: bool) {
         let done = Instant::now();
-        stats.messages += request.due.len() as u64;
-        progress.add(request.due.len() as u64);
+        let n = request.due.len() as u64;
+        self.stats.messages += n;
         if !ok {
-            stats.errors += request.due.len() as u64;
+            self.stats.errors += n;
         }
         for due in &request.due {
-            stats.record_latency(done.saturating_duration_since(*due));
+            self.stats
+                .record_latency(done.saturating_duration_since(*due));
+        }
+        self.progress.add(n);
+    }
+
+    /// Reads answers until `t`. With nothing on the wire and `t` far off it sleeps first (no
+    /// answer can be timed late); otherwise it spins on the socket.
+    fn wait_until(&mut self, t: Instant) -> anyhow::Result<()> {
+        const SPIN: Duration = Duration::from_micros(200);
+        loop {
+            self.poll()?;
+            let now = Instant::now();
+            if now >= t {
+                return Ok(());
+            }
+            if self.inflight.is_empty() && t > now + SPIN {
+                std::thread::sleep(t - now - SPIN);
+            } else {
+                std::hint::spin_loop();
+            }
         }
     }
-    Ok(stats)
+
+    /// Reads answers until fewer than `max` requests are on the wire.
+    fn wait_for_room(&mut self, max: usize) -> anyhow::Result<()> {
+        loop {
+            self.poll()?;
+            if self.inflight.len() < max {
+                return Ok(());
+            }
+            std::hint::spin_loop();
+        }
+    }
 }

@@ -13,7 +13,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 use super::consumer::{share_of, ConsumeConfig};
-use super::producer::{pin_to, wait_until, wall_ns, ProduceConfig};
+use super::producer::{pin_to, wall_ns, ProduceConfig};
 use super::stats::{run_threads, Stats};
 
 /// Collects delivery reports, which librdkafka's polling thread hands over as soon as they
@@ -174,4 +174,19 @@ fn consume_thread(
     }
     stats.elapsed = start.elapsed();
     Ok(stats)
+}
+
+/// Waits until `t`: sleeps while far off, then spins the last stretch. A sleeping thread wakes
+/// tens of microseconds late (timer slack, scheduling), which would show up as latency of the
+/// broker; the load generator has its own core, so spinning costs nothing that matters. The
+/// spin yields, so librdkafka's own threads (which share the core) are never starved by it.
+fn wait_until(t: Instant) {
+    const SPIN: Duration = Duration::from_micros(200);
+    let now = Instant::now();
+    if t > now + SPIN {
+        std::thread::sleep(t - now - SPIN);
+    }
+    while Instant::now() < t {
+        std::thread::yield_now();
+    }
 }
