@@ -146,21 +146,29 @@ pub async fn handle(
                     if version >= 5 {
                         part.log_start_offset = d.log_start_offset;
                     }
-                    // The first data is whole (KIP-74); after it, what fits: whole batches
-                    // from memory, a file range cut at the limit (as Kafka's file slices are).
-                    let room = if total == 0 {
-                        usize::MAX
-                    } else {
-                        max_bytes.saturating_sub(total)
-                    };
+                    // What fits in the response's `max_bytes`: whole batches from memory, a
+                    // file range cut at the limit (as Kafka's file slices are). The first
+                    // batch of the response goes whole even past the limit (KIP-74); a later
+                    // partition whose first batch does not fit gets no records.
+                    let room = max_bytes.saturating_sub(total);
                     match d.records {
                         Fetched::Memory(b) => {
-                            let b = b.slice(..crate::record::whole_batches_within(&b, room));
+                            let mut end = crate::record::whole_batches_within(&b, room);
+                            if total == 0 && end == 0 {
+                                end = crate::record::framed_len(&b).unwrap_or(0).min(b.len());
+                            }
+                            let b = b.slice(..end);
                             total += b.len();
                             part.records = Some(b);
                         }
                         Fetched::File(mut f) => {
-                            f.len = f.len.min(room);
+                            f.len = if total == 0 {
+                                f.len.min(room.max(f.first_batch_len))
+                            } else if room < f.first_batch_len {
+                                0
+                            } else {
+                                f.len.min(room)
+                            };
                             total += f.len;
                             if f.len > 0 {
                                 part.records = None;

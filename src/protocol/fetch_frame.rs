@@ -36,6 +36,8 @@ impl Part {
 
 struct Framer {
     flexible: bool,
+    /// The frame's first bytes (size prefix, header), kept mutable until the size is known.
+    first: Option<BytesMut>,
     parts: Vec<Part>,
     buf: BytesMut,
 }
@@ -93,7 +95,9 @@ impl Framer {
     }
 
     fn flush(&mut self) {
-        if !self.buf.is_empty() {
+        if self.first.is_none() {
+            self.first = Some(self.buf.split());
+        } else if !self.buf.is_empty() {
             self.parts.push(Part::Bytes(self.buf.split().freeze()));
         }
     }
@@ -111,6 +115,7 @@ pub fn frame(
     let flexible = version >= 12;
     let mut f = Framer {
         flexible,
+        first: None,
         parts: Vec::new(),
         buf: BytesMut::with_capacity(256),
     };
@@ -153,12 +158,10 @@ pub fn frame(
     }
     f.no_tags();
     f.flush();
-    let size: usize = f.parts.iter().map(Part::len).sum::<usize>() - 4;
-    if let Some(Part::Bytes(first)) = f.parts.first_mut() {
-        let mut patched = BytesMut::from(&first[..]);
-        patched[..4].copy_from_slice(&(size as i32).to_be_bytes());
-        *first = patched.freeze();
-    }
+    let mut first = f.first.take().unwrap_or_default();
+    let size = first.len() + f.parts.iter().map(Part::len).sum::<usize>() - 4;
+    first[..4].copy_from_slice(&(size as i32).to_be_bytes());
+    f.parts.insert(0, Part::Bytes(first.freeze()));
     f.parts
 }
 
@@ -239,6 +242,7 @@ mod tests {
             path: "/data/t-0/00000000000000000000.log".into(),
             position: 4096,
             len: 1000,
+            first_batch_len: 700,
         };
         for version in [4i16, 12] {
             let parts = frame(1, version, &r, &[Some(slice.clone()), None, None]);

@@ -7,9 +7,10 @@
 //! (the queue's capacity) and in bytes (a semaphore whose permits travel with each request).
 
 use std::cell::RefCell;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -62,6 +63,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
+    set_send_timeout(&stream);
     let stream = SharedStream(Rc::new(RefCell::new(stream)));
     let (tx, rx) =
         local_channel::new_bounded::<Pending>(shard.config.connection_max_inflight_requests);
@@ -163,64 +165,127 @@ async fn write_parts(stream: &mut SharedStream, parts: Vec<Part>) -> std::io::Re
     for part in parts {
         match part {
             Part::Bytes(b) => stream.write_all(&b).await?,
-            Part::File(f) => {
-                let socket = stream.0.borrow().as_raw_fd();
-                send_file(socket, f).await?;
-            }
+            Part::File(f) => send_file(stream, f).await?,
         }
     }
     Ok(())
 }
 
-/// Sends a file range to the socket with `sendfile(2)` on glommio's blocking-thread pool: the
-/// kernel moves the bytes (through the page cache), and the shard's core is not held while it
-/// reads the disk or waits for room in the socket buffer. The frame already announced `len`
-/// bytes, so a file that turned out shorter is an error that closes the connection.
-async fn send_file(socket: RawFd, slice: FileSlice) -> std::io::Result<()> {
-    glommio::executor()
-        .spawn_blocking(move || {
-            let file = slice.file;
-            let mut offset = slice.position as libc::off_t;
-            let mut left = slice.len;
-            while left > 0 {
-                // SAFETY: both descriptors are open for the whole call (the socket is owned by
-                // the connection, which awaits this), and `offset` is a valid out-pointer.
-                let n = unsafe { libc::sendfile(socket, file.as_raw_fd(), &mut offset, left) };
-                if n > 0 {
-                    left -= n as usize;
-                    continue;
-                }
-                if n == 0 {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!("{} ended before the range sent", slice.path.display()),
-                    ));
-                }
-                let e = std::io::Error::last_os_error();
-                match e.kind() {
-                    std::io::ErrorKind::Interrupted => {}
-                    std::io::ErrorKind::WouldBlock => wait_writable(socket)?,
-                    _ => return Err(e),
-                }
-            }
-            Ok(())
-        })
-        .await
-}
+/// The most one blocking-pool call sends.
+const SENDFILE_STEP: usize = 1 << 20;
+/// How long one `sendfile` waits for room in the socket buffer (`SO_SNDTIMEO`).
+const SENDFILE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+/// A client that takes nothing for this long has its connection closed.
+const SENDFILE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Waits (on a blocking thread) until a non-blocking socket has room again.
-fn wait_writable(socket: RawFd) -> std::io::Result<()> {
-    let mut fd = libc::pollfd {
-        fd: socket,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    if unsafe { libc::poll(&mut fd, 1, 30_000) } <= 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "socket not writable for 30 s",
-        ));
+/// Sends a file range to the socket with `sendfile(2)`: the kernel moves the bytes from the
+/// page cache. Each step (at most `SENDFILE_STEP`) runs on glommio's blocking pool, so a page
+/// cache miss reads the disk there and not on the shard; the socket's `SO_SNDTIMEO` bounds how
+/// long a step may wait for a slow reader, so no client holds the pool. When the socket has no
+/// room, the shard waits on a timer (growing to 10 ms) before the next step. The frame already
+/// announced `len` bytes, so a file that turns out shorter is an error that closes the
+/// connection, as is a client that takes nothing for `SENDFILE_STALL`.
+async fn send_file(stream: &SharedStream, slice: FileSlice) -> std::io::Result<()> {
+    use std::time::{Duration, Instant};
+    let mut sent = 0;
+    let mut last_progress = Instant::now();
+    let mut backoff = Duration::from_micros(100);
+    while sent < slice.len {
+        // A descriptor of its own for the pool thread: the connection's may be closed and its
+        // number reused if this task is dropped while the step runs.
+        let socket = stream.0.borrow().as_raw_fd();
+        // SAFETY: `socket` is open (the stream is borrowed above and alive here); dup returns
+        // a new descriptor that the OwnedFd closes.
+        let socket = match unsafe { libc::dup(socket) } {
+            -1 => return Err(std::io::Error::last_os_error()),
+            fd => unsafe { OwnedFd::from_raw_fd(fd) },
+        };
+        let file = Arc::clone(&slice.file);
+        let position = slice.position + sent as u64;
+        let want = (slice.len - sent).min(SENDFILE_STEP);
+        let n = glommio::executor()
+            .spawn_blocking(move || sendfile_step(&socket, &file, position, want))
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", slice.path.display())))?;
+        if n > 0 {
+            sent += n;
+            last_progress = Instant::now();
+            backoff = Duration::from_micros(100);
+        } else {
+            if last_progress.elapsed() > SENDFILE_STALL {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client took no data for 30 s",
+                ));
+            }
+            glommio::timer::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(10));
+        }
     }
     Ok(())
+}
+
+/// One `sendfile` step on a blocking thread: up to `want` bytes from `position`, stopping early
+/// (possibly at 0) when the socket stays full for `SO_SNDTIMEO`.
+fn sendfile_step(
+    socket: &OwnedFd,
+    file: &std::fs::File,
+    position: u64,
+    want: usize,
+) -> std::io::Result<usize> {
+    let mut offset = position as libc::off_t;
+    let mut done = 0;
+    while done < want {
+        // SAFETY: both descriptors are open for the call; `offset` is a valid out-pointer.
+        let n = unsafe {
+            libc::sendfile(
+                socket.as_raw_fd(),
+                file.as_raw_fd(),
+                &mut offset,
+                want - done,
+            )
+        };
+        if n > 0 {
+            done += n as usize;
+            continue;
+        }
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file ended before the range announced",
+            ));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::Interrupted => {}
+            std::io::ErrorKind::WouldBlock => break,
+            _ => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Bounds how long a blocking send on this socket waits for room (glommio's own sends never
+/// block, so only `sendfile` feels it).
+fn set_send_timeout(stream: &TcpStream) {
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: SENDFILE_WAIT.as_micros() as libc::suseconds_t,
+    };
+    // SAFETY: a valid socket and a timeval of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::warn!(
+            "cannot set SO_SNDTIMEO: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }

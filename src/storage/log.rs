@@ -14,6 +14,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -155,6 +156,8 @@ pub struct FileSlice {
     pub path: PathBuf,
     pub position: u64,
     pub len: usize,
+    /// The length of the first batch: a slice cut shorter holds no whole batch.
+    pub first_batch_len: usize,
 }
 
 pub fn partition_dir(log_dir: &Path, topic: &str, partition: i32) -> PathBuf {
@@ -703,6 +706,9 @@ impl PartitionLog {
 
     /// Closes the active segment (synced, indexes written) and starts a new one.
     async fn roll(&self, now: i64) -> std::io::Result<()> {
+        // The group-commit sync in flight must report its own result first: an error is
+        // reported to one fdatasync only, and roll's must not swallow it.
+        self.wait_for_sync().await;
         let (file, size, next) = {
             let st = self.state.borrow();
             (
@@ -713,7 +719,10 @@ impl PartitionLog {
         };
         // Trim the O_DIRECT padding after the last batch, so the closed file is exactly its batches.
         file.truncate(size).await.map_err(std::io::Error::from)?;
-        file.fdatasync().await.map_err(std::io::Error::from)?;
+        if let Err(e) = file.fdatasync().await {
+            self.failed.set(true);
+            return Err(e.into());
+        }
         let segment = Segment::create(&self.dir, next, now).await?;
         let dir = self.dir.clone();
         blocking(move || std::fs::File::open(dir)?.sync_all()).await?;
@@ -872,21 +881,25 @@ impl PartitionLog {
                 pos += len as u64;
                 continue;
             }
+            let first_batch_len = len;
             let len = (size - pos).min(max_bytes.max(len) as u64) as usize;
             return Ok(Fetched::File(FileSlice {
-                file: self.sendfile_source(seg_base, &path).await?,
+                file: self.sendfile_source(seg_base, &file).await?,
                 path,
                 position: pos,
                 len,
+                first_batch_len,
             }));
         }
     }
 
     /// The segment's file opened for buffered reads, opened once and kept with the segment.
+    /// It is opened through the DMA file's descriptor (`/proc/self/fd`), not the path, so it
+    /// is the same file even if retention unlinked it or the topic was recreated meanwhile.
     async fn sendfile_source(
         &self,
         seg_base: i64,
-        path: &Path,
+        dma: &Rc<DmaFile>,
     ) -> Result<Arc<std::fs::File>, KafkaError> {
         let cached = self
             .state
@@ -897,14 +910,17 @@ impl PartitionLog {
         if let Some(f) = cached {
             return Ok(f);
         }
-        let p = path.to_path_buf();
+        // `dma` stays open (held here) until the open below has completed.
+        let through = PathBuf::from(format!("/proc/self/fd/{}", dma.as_raw_fd()));
         let file = Arc::new(
-            blocking(move || std::fs::File::open(p))
+            blocking(move || std::fs::File::open(through))
                 .await
                 .map_err(KafkaError::storage)?,
         );
         if let Some(seg) = self.state.borrow_mut().segments.get_mut(&seg_base) {
-            seg.sendfile_source = Some(Arc::clone(&file));
+            if Rc::ptr_eq(&seg.file, dma) {
+                seg.sendfile_source = Some(Arc::clone(&file));
+            }
         }
         Ok(file)
     }
@@ -1088,7 +1104,10 @@ impl PartitionLog {
             (Rc::clone(&active.file), active.size, active.index_files())
         };
         file.truncate(size).await.map_err(std::io::Error::from)?;
-        file.fdatasync().await.map_err(std::io::Error::from)?;
+        if let Err(e) = file.fdatasync().await {
+            self.failed.set(true);
+            return Err(e.into());
+        }
         index_files.write().await?;
         Ok(())
     }
