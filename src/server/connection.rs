@@ -171,8 +171,8 @@ async fn write_parts(stream: &mut SharedStream, parts: Vec<Part>) -> std::io::Re
     Ok(())
 }
 
-/// The most one blocking-pool call sends.
-const SENDFILE_STEP: usize = 1 << 20;
+/// The most one blocking-pool call sends (bounds how long one step holds the pool on a cold read).
+const SENDFILE_STEP: usize = 4 << 20;
 /// How long one `sendfile` waits for room in the socket buffer (`SO_SNDTIMEO`).
 const SENDFILE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 /// A client that takes nothing for this long has its connection closed.
@@ -182,14 +182,14 @@ const SENDFILE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 /// page cache. Each step (at most `SENDFILE_STEP`) runs on glommio's blocking pool, so a page
 /// cache miss reads the disk there and not on the shard; the socket's `SO_SNDTIMEO` bounds how
 /// long a step may wait for a slow reader, so no client holds the pool. When the socket has no
-/// room, the shard waits on a timer (growing to 10 ms) before the next step. The frame already
+/// room, the shard waits on a timer (growing to 1 ms) before the next step. The frame already
 /// announced `len` bytes, so a file that turns out shorter is an error that closes the
 /// connection, as is a client that takes nothing for `SENDFILE_STALL`.
 async fn send_file(stream: &SharedStream, slice: FileSlice) -> std::io::Result<()> {
     use std::time::{Duration, Instant};
     let mut sent = 0;
     let mut last_progress = Instant::now();
-    let mut backoff = Duration::from_micros(100);
+    let mut backoff = Duration::from_micros(50);
     while sent < slice.len {
         // A descriptor of its own for the pool thread: the connection's may be closed and its
         // number reused if this task is dropped while the step runs.
@@ -210,7 +210,7 @@ async fn send_file(stream: &SharedStream, slice: FileSlice) -> std::io::Result<(
         if n > 0 {
             sent += n;
             last_progress = Instant::now();
-            backoff = Duration::from_micros(100);
+            backoff = Duration::from_micros(50);
         } else {
             if last_progress.elapsed() > SENDFILE_STALL {
                 return Err(std::io::Error::new(
@@ -219,7 +219,7 @@ async fn send_file(stream: &SharedStream, slice: FileSlice) -> std::io::Result<(
                 ));
             }
             glommio::timer::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(10));
+            backoff = (backoff * 2).min(Duration::from_millis(1));
         }
     }
     Ok(())
