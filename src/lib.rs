@@ -9,6 +9,7 @@
 pub mod alloc;
 pub mod client;
 pub mod config;
+pub mod group;
 pub mod handlers;
 pub mod metadata;
 pub mod perf;
