@@ -1,4 +1,6 @@
-//! Consumer groups: the classic rebalance protocol (`state`), driven by the group coordinator
-//! on the shard that owns the group's `__consumer_offsets` partition.
+//! Consumer groups: the classic rebalance protocol (`state`) and the `__consumer_offsets`
+//! records that persist committed offsets and group metadata in Kafka's layouts (`records`,
+//! with Kafka's rule for which partition holds a group).
 
+pub mod records;
 pub mod state;
