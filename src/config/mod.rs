@@ -49,6 +49,10 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("socket.request.max.bytes", "104857600"),
     ("delete.topic.enable", "true"),
     ("offsets.topic.replication.factor", "1"),
+    ("offsets.topic.num.partitions", "50"),
+    ("group.initial.rebalance.delay.ms", "3000"),
+    ("group.min.session.timeout.ms", "6000"),
+    ("group.max.session.timeout.ms", "1800000"),
     // shardlog's own knobs.
     ("shardlog.write.buffer.bytes", "1048576"),
     ("shardlog.hot.tail.bytes", "8388608"),
@@ -83,6 +87,9 @@ pub struct BrokerConfig {
     /// Memory each shard registers with io_uring for DMA buffers (writes and the hot tail);
     /// buffers beyond it come from the heap and cost the kernel a page pinning per write.
     pub io_memory_bytes: usize,
+    /// `offsets.topic.num.partitions`: groups are spread over this many coordinator slots.
+    pub offsets_topic_partitions: i32,
+    pub group_config: crate::group::state::GroupConfig,
     /// Send records on disk with sendfile instead of reading them into memory first.
     pub fetch_zero_copy: bool,
     /// Defaults for topic configs, derived from the `log.*` keys.
@@ -286,6 +293,13 @@ impl BrokerConfig {
                 as usize,
             partition_max_pending_bytes: positive("shardlog.partition.max.pending.bytes")? as usize,
             io_memory_bytes: positive("shardlog.io.memory.bytes")? as usize,
+            offsets_topic_partitions: positive("offsets.topic.num.partitions")?.min(i32::MAX as i64)
+                as i32,
+            group_config: crate::group::state::GroupConfig {
+                initial_rebalance_delay_ms: num("group.initial.rebalance.delay.ms")?.max(0) as u64,
+                min_session_timeout_ms: positive("group.min.session.timeout.ms")? as u64,
+                max_session_timeout_ms: positive("group.max.session.timeout.ms")? as u64,
+            },
             fetch_zero_copy: parse_bool(
                 "shardlog.fetch.zero.copy",
                 get("shardlog.fetch.zero.copy"),

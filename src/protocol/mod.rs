@@ -44,6 +44,16 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The version range served for an API key, if any.
@@ -93,7 +103,7 @@ fn decode(
 }
 
 /// Handles one request frame (without its size prefix).
-pub async fn handle(shard: &Rc<Shard>, body: Bytes) -> Outcome {
+pub async fn handle(shard: &Rc<Shard>, body: Bytes, peer: &str) -> Outcome {
     if body.len() < 8 {
         return Outcome::Close(format!(
             "request of {} bytes is too short for a header",
@@ -170,9 +180,42 @@ pub async fn handle(shard: &Rc<Shard>, body: Bytes) -> Outcome {
         RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(
             handlers::describe_cluster::handle(shard, version, r).await,
         ),
+        RequestKind::JoinGroup(r) => {
+            let client_id = header.client_id.as_deref().unwrap_or("");
+            let host = format!("/{}", peer.rsplit_once(':').map_or(peer, |(h, _)| h));
+            ResponseKind::JoinGroup(
+                handlers::join_group::handle(shard, version, r, client_id, &host).await,
+            )
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(handlers::sync_group::handle(shard, version, r).await)
+        }
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(handlers::heartbeat::handle(shard, version, r).await)
+        }
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(handlers::leave_group::handle(shard, version, r).await)
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(handlers::offset_commit::handle(shard, version, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(handlers::offset_fetch::handle(shard, version, r).await)
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(handlers::list_groups::handle(shard, version, r).await)
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(handlers::describe_groups::handle(shard, version, r).await)
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(handlers::delete_groups::handle(shard, version, r).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(handlers::offset_delete::handle(shard, version, r).await)
+        }
         _ => return Outcome::Close(format!("unsupported API {key:?}")),
     };
-    let _ = header;
     respond(correlation_id, key, version, response)
 }
 

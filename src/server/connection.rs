@@ -116,8 +116,9 @@ async fn read_requests(
         let body: Bytes = body.freeze();
         let me = Rc::clone(shard);
         me.in_flight.set(me.in_flight.get() + 1);
+        let peer = peer.to_string();
         let task = glommio::spawn_local(async move {
-            let out = protocol::handle(&me, body).await;
+            let out = protocol::handle(&me, body, &peer).await;
             me.in_flight.set(me.in_flight.get() - 1);
             out
         })

@@ -19,6 +19,8 @@ use futures::channel::oneshot;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 
 use crate::config::BrokerConfig;
+use crate::group::coordinator::{Coordinator, GroupAnswer, GroupCall};
+use crate::group::records::partition_for;
 use crate::metadata::MetadataSnapshot;
 use crate::protocol::error::{self, KafkaError};
 use crate::storage::log::Fetched;
@@ -35,11 +37,16 @@ pub enum ShardRequest {
     },
     Admin(admin::AdminRequest),
     ApplyMetadata(MetadataSnapshot),
+    /// For the coordinator of a group on this shard.
+    Group(String, GroupCall),
+    ListGroups,
 }
 
 pub enum ShardResponse {
     Partitions(Vec<OpOutcome>),
     Admin(admin::AdminResponse),
+    Group(GroupAnswer),
+    Groups(Vec<(String, String, crate::group::state::State)>),
     Done,
 }
 
@@ -49,6 +56,9 @@ pub struct ShardMessage {
 }
 
 type TopicId = [u8; 16];
+
+/// Kafka's internal topic of committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 type PartitionKey = (String, i32);
 
 pub struct Shard {
@@ -73,6 +83,8 @@ pub struct Shard {
     pub stopping: Cell<bool>,
     pub stop_event: Event,
     pub in_flight: Cell<usize>,
+    /// Coordinator of the groups whose `__consumer_offsets` slot this shard owns.
+    pub groups: Rc<Coordinator>,
 }
 
 impl Shard {
@@ -82,6 +94,7 @@ impl Shard {
         config: Rc<BrokerConfig>,
         senders: Senders<ShardMessage>,
     ) -> Rc<Shard> {
+        let group_config = config.group_config;
         Rc::new(Shard {
             id,
             count,
@@ -97,6 +110,7 @@ impl Shard {
             stopping: Cell::new(false),
             stop_event: Event::new(),
             in_flight: Cell::new(0),
+            groups: Coordinator::new(group_config),
         })
     }
 
@@ -131,6 +145,39 @@ impl Shard {
             .values()
             .map(|(l, _)| Rc::clone(l))
             .collect()
+    }
+
+    /// The shard coordinating `group`: the owner of its `__consumer_offsets` slot.
+    pub fn coordinator_of(&self, group: &str) -> usize {
+        let slot = partition_for(group, self.config.offsets_topic_partitions);
+        crate::metadata::place_partition(OFFSETS_TOPIC, slot, self.count)
+    }
+
+    /// Runs a group request on the group's coordinator shard.
+    pub async fn group_call(self: &Rc<Self>, group: &str, call: GroupCall) -> GroupAnswer {
+        let to = self.coordinator_of(group);
+        if to == self.id {
+            return self.groups.serve(group, call).await;
+        }
+        match self
+            .call(to, ShardRequest::Group(group.to_string(), call))
+            .await
+        {
+            Some(ShardResponse::Group(answer)) => answer,
+            _ => GroupAnswer::Code(crate::group::state::COORDINATOR_NOT_AVAILABLE),
+        }
+    }
+
+    /// Every shard's groups: (group id, protocol type, state).
+    pub async fn list_groups(self: &Rc<Self>) -> Vec<(String, String, crate::group::state::State)> {
+        let mut all = self.groups.list();
+        for s in (0..self.count).filter(|s| *s != self.id) {
+            if let Some(ShardResponse::Groups(g)) = self.call(s, ShardRequest::ListGroups).await {
+                all.extend(g);
+            }
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// Sends a request to shard `to` and waits for its answer.
@@ -334,6 +381,10 @@ impl Shard {
                 ShardResponse::Done
             }
             ShardRequest::Admin(req) => ShardResponse::Admin(admin::serve(self, req).await),
+            ShardRequest::Group(group, call) => {
+                ShardResponse::Group(self.groups.serve(&group, call).await)
+            }
+            ShardRequest::ListGroups => ShardResponse::Groups(self.groups.list()),
             ShardRequest::ApplyMetadata(snapshot) => {
                 self.apply_metadata(snapshot, true).await;
                 ShardResponse::Done

@@ -1,0 +1,114 @@
+//! OffsetFetch: committed offsets of one group (v1–v7) or of several at once (v8+), for the
+//! partitions asked or, with none named, for every partition the group committed.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
+
+use crate::group::coordinator::{GroupAnswer, GroupCall};
+use crate::group::records::OffsetValue;
+use crate::group::state;
+use crate::protocol::{str_bytes, topic_name};
+use crate::shard::Shard;
+
+type Found = Vec<(String, i32, Option<OffsetValue>)>;
+/// Offsets grouped by topic: (topic, [(partition, offset)]).
+type ByTopic = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
+
+async fn fetch(shard: &Rc<Shard>, group: &str, wanted: Option<Vec<(String, i32)>>) -> (i16, Found) {
+    match shard
+        .group_call(group, GroupCall::FetchOffsets(wanted))
+        .await
+    {
+        GroupAnswer::Offsets(code, found) => (code, found),
+        _ => (state::COORDINATOR_NOT_AVAILABLE, Vec::new()),
+    }
+}
+
+/// Found offsets grouped by topic, in the order first seen.
+fn by_topic(found: Found) -> ByTopic {
+    let mut out: ByTopic = Vec::new();
+    for (t, p, v) in found {
+        match out.iter_mut().find(|(name, _)| *name == t) {
+            Some((_, parts)) => parts.push((p, v)),
+            None => out.push((t, vec![(p, v)])),
+        }
+    }
+    out
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    version: i16,
+    request: OffsetFetchRequest,
+) -> OffsetFetchResponse {
+    let mut r = OffsetFetchResponse::default();
+    if version >= 8 {
+        for g in request.groups {
+            let wanted = g.topics.map(|ts| {
+                ts.iter()
+                    .flat_map(|t| {
+                        t.partition_indexes
+                            .iter()
+                            .map(|p| (t.name.0.to_string(), *p))
+                    })
+                    .collect()
+            });
+            let (code, found) = fetch(shard, &g.group_id.0, wanted).await;
+            let mut group = OffsetFetchResponseGroup::default();
+            group.group_id = g.group_id;
+            group.error_code = code;
+            for (t, parts) in by_topic(found) {
+                let mut topic = OffsetFetchResponseTopics::default();
+                topic.name = topic_name(&t);
+                for (p, v) in parts {
+                    let mut part = OffsetFetchResponsePartitions::default();
+                    part.partition_index = p;
+                    part.committed_offset = v.as_ref().map_or(-1, |v| v.offset);
+                    part.committed_leader_epoch = v.as_ref().map_or(-1, |v| v.leader_epoch);
+                    part.metadata = Some(str_bytes(v.as_ref().map_or("", |v| &v.metadata)));
+                    topic.partitions.push(part);
+                }
+                group.topics.push(topic);
+            }
+            r.groups.push(group);
+        }
+        return r;
+    }
+    let wanted = request.topics.map(|ts| {
+        ts.iter()
+            .flat_map(|t| {
+                t.partition_indexes
+                    .iter()
+                    .map(|p| (t.name.0.to_string(), *p))
+            })
+            .collect()
+    });
+    let (code, found) = fetch(shard, &request.group_id.0, wanted).await;
+    if version >= 2 {
+        r.error_code = code;
+    }
+    for (t, parts) in by_topic(found) {
+        let mut topic = OffsetFetchResponseTopic::default();
+        topic.name = topic_name(&t);
+        for (p, v) in parts {
+            let mut part = OffsetFetchResponsePartition::default();
+            part.partition_index = p;
+            part.committed_offset = v.as_ref().map_or(-1, |v| v.offset);
+            if version >= 5 {
+                part.committed_leader_epoch = v.as_ref().map_or(-1, |v| v.leader_epoch);
+            }
+            part.metadata = Some(str_bytes(v.as_ref().map_or("", |v| &v.metadata)));
+            if version < 2 {
+                part.error_code = code;
+            }
+            topic.partitions.push(part);
+        }
+        r.topics.push(topic);
+    }
+    r
+}
