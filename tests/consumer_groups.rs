@@ -84,42 +84,67 @@ fn three_consumers_split_twelve_partitions_and_read_everything_once() {
     broker.terminate();
 }
 
+/// Joins `group` on `topic` and returns the offset of the first message it gets.
+fn first_offset_after_joining(bootstrap: &str, group: &str, topic: &str) -> i64 {
+    let c = group_consumer(bootstrap, group);
+    c.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "no message after joining");
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            return m.expect("message").offset();
+        }
+    }
+}
+
+fn consume_and_commit(bootstrap: &str, group: &str, topic: &str, upto: i64) {
+    let c = group_consumer(bootstrap, group);
+    c.subscribe(&[topic]).expect("subscribe");
+    let mut last = -1;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while last < upto - 1 {
+        assert!(Instant::now() < deadline, "reached offset {last}");
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            last = m.expect("message").offset();
+        }
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(upto))
+        .expect("tpl");
+    c.commit(&tpl, CommitMode::Sync).expect("commit");
+    c.unsubscribe();
+}
+
 #[test]
-fn committed_offsets_are_where_a_restarted_consumer_resumes() {
-    let mut broker = Broker::start(&[("group.initial.rebalance.delay.ms", "0")], 1);
+fn committed_offsets_survive_consumer_and_broker_restarts() {
+    let root = test_tempdir();
+    let args = [("group.initial.rebalance.delay.ms", "0")];
+    let mut broker = Broker::start_in(root.path(), &args, 2);
     let bootstrap = broker.bootstrap();
     let topic = "resume";
     create_topic(&bootstrap, topic, 1, &[]);
     produce(&bootstrap, topic, 100);
-    {
-        let c = group_consumer(&bootstrap, "resumers");
-        c.subscribe(&[topic]).expect("subscribe");
-        let mut got = 0;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while got < 40 {
-            assert!(Instant::now() < deadline, "got {got}");
-            if let Some(m) = c.poll(Duration::from_millis(100)) {
-                m.expect("message");
-                got += 1;
-            }
-        }
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(40))
-            .expect("tpl");
-        c.commit(&tpl, CommitMode::Sync).expect("commit");
-        c.unsubscribe();
-    }
-    let c = group_consumer(&bootstrap, "resumers");
-    c.subscribe(&[topic]).expect("subscribe");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "no message after rejoining");
-        if let Some(m) = c.poll(Duration::from_millis(100)) {
-            let m = m.expect("message");
-            assert_eq!(m.offset(), 40, "resumes at the committed offset");
-            break;
-        }
-    }
-    drop(c);
+    consume_and_commit(&bootstrap, "resumers", topic, 40);
+    assert_eq!(
+        first_offset_after_joining(&bootstrap, "resumers", topic),
+        40
+    );
+
+    // SIGKILL: the commit was acknowledged, so it was on disk.
+    broker.kill();
+    let mut broker = Broker::start_in(root.path(), &args, 2);
+    let bootstrap = broker.bootstrap();
+    assert_eq!(
+        first_offset_after_joining(&bootstrap, "resumers", topic),
+        40
+    );
+    consume_and_commit(&bootstrap, "resumers", topic, 70);
+    broker.terminate();
+    let mut broker = Broker::start_in(root.path(), &args, 2);
+    let bootstrap = broker.bootstrap();
+    assert_eq!(
+        first_offset_after_joining(&bootstrap, "resumers", topic),
+        70
+    );
     broker.terminate();
 }

@@ -6,8 +6,10 @@
 //! next deadline (initial delay, rebalance and session timeouts).
 //!
 //! Everything here runs on the coordinating shard only; no state is shared across shards.
-//! Committed offsets are held in memory (persisting them to `__consumer_offsets` is the
-//! next step of the consumer-group work).
+//! Committed offsets are records in the group's `__consumer_offsets` partition (which this
+//! shard owns), appended and fdatasync'ed before a commit is acknowledged, and read back into
+//! memory when the shard starts (`load`). Deleted offsets and groups are written as
+//! tombstones.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -17,11 +19,13 @@ use std::time::{Duration, Instant};
 use event_listener::Event;
 use futures::channel::oneshot;
 
-use super::records::OffsetValue;
+use super::records::{Key, OffsetValue};
 use super::state::{
     self, Group, GroupConfig, JoinRequest, JoinResponse, Ms, Reply, State, SyncRequest,
     SyncResponse, Waiter,
 };
+use crate::record::builder::{BatchBuilder, Codec};
+use crate::storage::PartitionLog;
 
 /// A request for the coordinator of `group`.
 pub enum GroupCall {
@@ -172,7 +176,13 @@ impl Coordinator {
         Some(result)
     }
 
-    pub async fn serve(&self, group_id: &str, call: GroupCall) -> GroupAnswer {
+    /// Serves one call; `log` is the group's `__consumer_offsets` partition (on this shard).
+    pub async fn serve(
+        &self,
+        group_id: &str,
+        call: GroupCall,
+        log: Option<Rc<PartitionLog>>,
+    ) -> GroupAnswer {
         match call {
             GroupCall::Join(mut req) => {
                 let (waiter, rx) = self.park();
@@ -227,31 +237,43 @@ impl Coordinator {
                 offsets,
             } => {
                 let n = offsets.len();
+                let code = self
+                    .with_group(group_id, true, |e, _| {
+                        let code =
+                            e.group
+                                .check_commit(&member_id, instance_id.as_deref(), generation);
+                        (code, Vec::new())
+                    })
+                    .unwrap_or(state::COORDINATOR_NOT_AVAILABLE);
+                if code != state::NONE {
+                    return GroupAnswer::Codes(code, vec![code; n]);
+                }
+                let ts = now_wall_ms();
+                let values: Vec<((String, i32), OffsetValue)> = offsets
+                    .into_iter()
+                    .map(|(topic, partition, offset, leader_epoch, metadata)| {
+                        let value = OffsetValue {
+                            offset,
+                            leader_epoch,
+                            metadata,
+                            commit_timestamp: ts,
+                        };
+                        ((topic, partition), value)
+                    })
+                    .collect();
+                let records = values
+                    .iter()
+                    .map(|((t, p), v)| (offset_key(group_id, t, *p), Some(v.encode())))
+                    .collect();
+                let code = persist(log.as_ref(), records).await;
+                if code != state::NONE {
+                    return GroupAnswer::Codes(code, vec![code; n]);
+                }
                 self.with_group(group_id, true, |e, _| {
-                    let code = e
-                        .group
-                        .check_commit(&member_id, instance_id.as_deref(), generation);
-                    if code != state::NONE {
-                        return (GroupAnswer::Codes(code, vec![code; n]), Vec::new());
-                    }
-                    let ts = now_wall_ms();
-                    for (topic, partition, offset, leader_epoch, metadata) in offsets {
-                        e.offsets.insert(
-                            (topic, partition),
-                            OffsetValue {
-                                offset,
-                                leader_epoch,
-                                metadata,
-                                commit_timestamp: ts,
-                            },
-                        );
-                    }
-                    (
-                        GroupAnswer::Codes(state::NONE, vec![state::NONE; n]),
-                        Vec::new(),
-                    )
-                })
-                .unwrap_or_else(|| GroupAnswer::Codes(state::NONE, Vec::new()))
+                    e.offsets.extend(values);
+                    ((), Vec::new())
+                });
+                GroupAnswer::Codes(state::NONE, vec![state::NONE; n])
             }
             GroupCall::FetchOffsets(wanted) => {
                 let groups = self.groups.borrow();
@@ -308,38 +330,113 @@ impl Coordinator {
                 })
             }
             GroupCall::Delete => {
-                let mut groups = self.groups.borrow_mut();
-                let code = match groups.get(group_id).map(|e| e.group.state()) {
-                    None | Some(State::Dead) => GROUP_ID_NOT_FOUND,
-                    Some(State::Empty) => {
-                        groups.remove(group_id);
-                        state::NONE
+                let doomed = {
+                    let groups = self.groups.borrow();
+                    match groups.get(group_id) {
+                        None => return GroupAnswer::Code(GROUP_ID_NOT_FOUND),
+                        Some(e) if e.group.state() == State::Dead => {
+                            return GroupAnswer::Code(GROUP_ID_NOT_FOUND)
+                        }
+                        Some(e) if e.group.state() != State::Empty => {
+                            return GroupAnswer::Code(NON_EMPTY_GROUP)
+                        }
+                        Some(e) => e.offsets.keys().cloned().collect::<Vec<_>>(),
                     }
-                    Some(_) => NON_EMPTY_GROUP,
                 };
+                let tombstones = doomed
+                    .iter()
+                    .map(|(t, p)| (offset_key(group_id, t, *p), None))
+                    .collect();
+                let code = persist(log.as_ref(), tombstones).await;
+                if code == state::NONE {
+                    self.groups.borrow_mut().remove(group_id);
+                }
                 GroupAnswer::Code(code)
             }
             GroupCall::DeleteOffsets(parts) => {
-                let mut groups = self.groups.borrow_mut();
-                let Some(e) = groups.get_mut(group_id) else {
-                    return GroupAnswer::Codes(GROUP_ID_NOT_FOUND, Vec::new());
+                let busy = match self.groups.borrow().get(group_id) {
+                    None => return GroupAnswer::Codes(GROUP_ID_NOT_FOUND, Vec::new()),
+                    Some(e) => e.group.state() != State::Empty,
                 };
-                // Offsets of partitions the group still consumes stay (Kafka checks the
-                // subscription; a group with members keeps all of them here).
-                let busy = e.group.state() != State::Empty;
-                let codes = parts
-                    .into_iter()
-                    .map(|k| {
-                        if busy {
-                            GROUP_SUBSCRIBED_TO_TOPIC
-                        } else {
-                            e.offsets.remove(&k);
-                            state::NONE
-                        }
-                    })
+                // While the group has members its offsets stay (Kafka checks the members'
+                // subscriptions; every member may consume any topic here).
+                if busy {
+                    return GroupAnswer::Codes(
+                        state::NONE,
+                        vec![GROUP_SUBSCRIBED_TO_TOPIC; parts.len()],
+                    );
+                }
+                let tombstones = parts
+                    .iter()
+                    .map(|(t, p)| (offset_key(group_id, t, *p), None))
                     .collect();
-                GroupAnswer::Codes(state::NONE, codes)
+                let code = persist(log.as_ref(), tombstones).await;
+                if code != state::NONE {
+                    return GroupAnswer::Codes(code, Vec::new());
+                }
+                if let Some(e) = self.groups.borrow_mut().get_mut(group_id) {
+                    for k in &parts {
+                        e.offsets.remove(k);
+                    }
+                }
+                GroupAnswer::Codes(state::NONE, vec![state::NONE; parts.len()])
             }
+        }
+    }
+
+    /// Reads a `__consumer_offsets` partition from its start and installs the offsets it
+    /// holds (the newest record of each key wins; a tombstone removes the key).
+    pub async fn load(&self, log: &PartitionLog) {
+        let mut offset = log.log_start_offset();
+        let end = log.high_watermark();
+        let mut loaded = 0usize;
+        while offset < end {
+            let bytes = match log.read(offset, 1 << 20).await {
+                Ok(b) if !b.is_empty() => b,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!("{}: cannot read offsets: {e:?}", log.dir.display());
+                    break;
+                }
+            };
+            let records = match crate::client::decode_records(bytes) {
+                Ok(r) if !r.is_empty() => r,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!("{}: damaged offsets batch: {e}", log.dir.display());
+                    break;
+                }
+            };
+            for r in records {
+                offset = offset.max(r.offset + 1);
+                let Some(key) = r.key else { continue };
+                let Ok(Key::Offset {
+                    group,
+                    topic,
+                    partition,
+                }) = Key::decode(&key)
+                else {
+                    continue;
+                };
+                let mut groups = self.groups.borrow_mut();
+                let entry = groups.entry(group.clone()).or_insert_with(|| Entry {
+                    group: Group::new(&group, self.config),
+                    offsets: BTreeMap::new(),
+                });
+                match r.value.map(|v| OffsetValue::decode(&v)) {
+                    Some(Ok(v)) => {
+                        entry.offsets.insert((topic, partition), v);
+                        loaded += 1;
+                    }
+                    Some(Err(e)) => tracing::warn!("{}: {e}", log.dir.display()),
+                    None => {
+                        entry.offsets.remove(&(topic, partition));
+                    }
+                }
+            }
+        }
+        if loaded > 0 {
+            tracing::info!("{}: loaded {loaded} committed offsets", log.dir.display());
         }
     }
 
@@ -370,6 +467,47 @@ impl Coordinator {
                 }
                 None => changed.await,
             }
+        }
+    }
+}
+
+fn offset_key(group: &str, topic: &str, partition: i32) -> bytes::Bytes {
+    Key::Offset {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        partition,
+    }
+    .encode()
+}
+
+/// Appends records (a `None` value is a tombstone) to the group's `__consumer_offsets`
+/// partition and waits until they are fdatasync'ed.
+async fn persist(
+    log: Option<&Rc<PartitionLog>>,
+    records: Vec<(bytes::Bytes, Option<bytes::Bytes>)>,
+) -> i16 {
+    if records.is_empty() {
+        return state::NONE;
+    }
+    let Some(log) = log else {
+        return state::COORDINATOR_NOT_AVAILABLE;
+    };
+    let now = now_wall_ms();
+    let mut batch = BatchBuilder::new(now);
+    for (key, value) in &records {
+        batch.push_record(now, Some(key), value.as_deref());
+    }
+    let Ok(bytes) = batch.finish(Codec::None) else {
+        return state::COORDINATOR_NOT_AVAILABLE;
+    };
+    let Ok(validated) = crate::record::validate_batches(bytes, usize::MAX) else {
+        return state::COORDINATOR_NOT_AVAILABLE;
+    };
+    match log.append(validated, true).await {
+        Ok(_) => state::NONE,
+        Err(e) => {
+            tracing::error!("{}: cannot record offsets: {e:?}", log.dir.display());
+            state::COORDINATOR_NOT_AVAILABLE
         }
     }
 }

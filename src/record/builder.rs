@@ -93,16 +93,23 @@ impl BatchBuilder {
 
     /// Appends a record without headers.
     pub fn push(&mut self, timestamp: i64, key: Option<&[u8]>, value: &[u8]) {
+        self.push_record(timestamp, key, Some(value));
+    }
+
+    /// Appends a record without headers; a `None` value is a tombstone (compaction drops the
+    /// key).
+    pub fn push_record(&mut self, timestamp: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
         let ts_delta = timestamp - self.base_timestamp;
         let offset_delta = self.count as i64;
         let key_len = key.map(|k| k.len() as i64).unwrap_or(-1);
+        let value_len = value.map(|v| v.len() as i64).unwrap_or(-1);
         let body = 1
             + varint_len(ts_delta)
             + varint_len(offset_delta)
             + varint_len(key_len)
             + key.map(|k| k.len()).unwrap_or(0)
-            + varint_len(value.len() as i64)
-            + value.len()
+            + varint_len(value_len)
+            + value.map(|v| v.len()).unwrap_or(0)
             + 1;
         self.records.reserve(body + 5);
         put_varint(&mut self.records, body as i64);
@@ -113,8 +120,10 @@ impl BatchBuilder {
         if let Some(k) = key {
             self.records.put_slice(k);
         }
-        put_varint(&mut self.records, value.len() as i64);
-        self.records.put_slice(value);
+        put_varint(&mut self.records, value_len);
+        if let Some(v) = value {
+            self.records.put_slice(v);
+        }
         put_varint(&mut self.records, 0); // no headers
         self.count += 1;
         self.max_timestamp = self.max_timestamp.max(timestamp);

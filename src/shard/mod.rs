@@ -147,17 +147,70 @@ impl Shard {
             .collect()
     }
 
-    /// The shard coordinating `group`: the owner of its `__consumer_offsets` slot.
-    pub fn coordinator_of(&self, group: &str) -> usize {
+    /// The group's `__consumer_offsets` partition and the shard that owns it (its
+    /// coordinator).
+    fn coordinator_of(&self, group: &str) -> (i32, usize) {
         let slot = partition_for(group, self.config.offsets_topic_partitions);
-        crate::metadata::place_partition(OFFSETS_TOPIC, slot, self.count)
+        let shard = self
+            .metadata()
+            .shard_of(OFFSETS_TOPIC, slot)
+            .unwrap_or_else(|| crate::metadata::place_partition(OFFSETS_TOPIC, slot, self.count));
+        (slot, shard)
+    }
+
+    /// Creates `__consumer_offsets` on first use, as Kafka does (compacted, 100 MiB segments).
+    async fn ensure_offsets_topic(self: &Rc<Self>) -> bool {
+        if self.metadata().topics.contains_key(OFFSETS_TOPIC) {
+            return true;
+        }
+        let configs = [
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "104857600"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let topic = admin::NewTopic {
+            name: OFFSETS_TOPIC.to_string(),
+            partitions: self.config.offsets_topic_partitions,
+            replication_factor: -1,
+            configs,
+        };
+        let req = admin::AdminRequest::CreateTopics {
+            topics: vec![topic],
+            validate_only: false,
+        };
+        admin::request(self, req).await;
+        self.metadata().topics.contains_key(OFFSETS_TOPIC)
+    }
+
+    /// Serves a group call here, the group's coordinator shard.
+    async fn serve_group(&self, group: &str, call: GroupCall) -> GroupAnswer {
+        let (slot, _) = self.coordinator_of(group);
+        let log = self.local_partition(OFFSETS_TOPIC, slot);
+        self.groups.serve(group, call, log).await
+    }
+
+    /// Reads the committed offsets of this shard's `__consumer_offsets` partitions.
+    pub async fn load_group_offsets(&self) {
+        let logs: Vec<Rc<PartitionLog>> = self
+            .local_partitions()
+            .into_iter()
+            .filter(|l| l.topic == OFFSETS_TOPIC)
+            .collect();
+        for log in logs {
+            self.groups.load(&log).await;
+        }
     }
 
     /// Runs a group request on the group's coordinator shard.
     pub async fn group_call(self: &Rc<Self>, group: &str, call: GroupCall) -> GroupAnswer {
-        let to = self.coordinator_of(group);
+        if !self.ensure_offsets_topic().await {
+            return GroupAnswer::Code(crate::group::state::COORDINATOR_NOT_AVAILABLE);
+        }
+        let (_, to) = self.coordinator_of(group);
         if to == self.id {
-            return self.groups.serve(group, call).await;
+            return self.serve_group(group, call).await;
         }
         match self
             .call(to, ShardRequest::Group(group.to_string(), call))
@@ -382,7 +435,7 @@ impl Shard {
             }
             ShardRequest::Admin(req) => ShardResponse::Admin(admin::serve(self, req).await),
             ShardRequest::Group(group, call) => {
-                ShardResponse::Group(self.groups.serve(&group, call).await)
+                ShardResponse::Group(self.serve_group(&group, call).await)
             }
             ShardRequest::ListGroups => ShardResponse::Groups(self.groups.list()),
             ShardRequest::ApplyMetadata(snapshot) => {
