@@ -89,6 +89,7 @@ pub struct Coordinator {
     groups: RefCell<HashMap<String, Entry>>,
     waiters: RefCell<HashMap<Waiter, oneshot::Sender<Reply>>>,
     next_waiter: Cell<Waiter>,
+    closed: Cell<bool>,
     /// Notified when a deadline may have moved earlier.
     deadlines_changed: Event,
     epoch: Instant,
@@ -105,6 +106,7 @@ impl Coordinator {
             groups: RefCell::new(HashMap::new()),
             waiters: RefCell::new(HashMap::new()),
             next_waiter: Cell::new(0),
+            closed: Cell::new(false),
             deadlines_changed: Event::new(),
             epoch: Instant::now(),
         })
@@ -144,8 +146,17 @@ impl Coordinator {
         let waiter = self.next_waiter.get();
         self.next_waiter.set(waiter + 1);
         let (tx, rx) = oneshot::channel();
-        self.waiters.borrow_mut().insert(waiter, tx);
+        if !self.closed.get() {
+            self.waiters.borrow_mut().insert(waiter, tx);
+        }
         (waiter, rx)
+    }
+
+    /// The broker is stopping: every parked JoinGroup/SyncGroup is answered
+    /// COORDINATOR_NOT_AVAILABLE now (clients retry elsewhere or later), and none parks again.
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.waiters.borrow_mut().clear();
     }
 
     /// Runs `f` on the group (created empty if `create` and unknown), dispatching the replies it
@@ -305,7 +316,13 @@ impl Coordinator {
                     });
                 };
                 let g = &e.group;
-                let protocol = g.protocol().unwrap_or_default().to_string();
+                // As Kafka: protocol, metadata and assignments only once the group is Stable.
+                let stable = g.state() == State::Stable;
+                let protocol = if stable {
+                    g.protocol().unwrap_or_default().to_string()
+                } else {
+                    String::new()
+                };
                 let members = g
                     .members()
                     .map(|m| MemberSummary {
@@ -316,10 +333,14 @@ impl Coordinator {
                         metadata: m
                             .protocols
                             .iter()
-                            .find(|(n, _)| *n == protocol)
+                            .find(|(n, _)| stable && *n == protocol)
                             .map(|(_, b)| b.clone())
                             .unwrap_or_default(),
-                        assignment: m.assignment.clone(),
+                        assignment: if stable {
+                            m.assignment.clone()
+                        } else {
+                            bytes::Bytes::new()
+                        },
                     })
                     .collect();
                 GroupAnswer::Describe(GroupSummary {
@@ -343,13 +364,21 @@ impl Coordinator {
                         Some(e) => e.offsets.keys().cloned().collect::<Vec<_>>(),
                     }
                 };
+                // Dead while the tombstones are written: a join meanwhile is refused rather
+                // than parked on a group about to vanish.
+                if let Some(e) = self.groups.borrow_mut().get_mut(group_id) {
+                    e.group.mark_dead();
+                }
                 let tombstones = doomed
                     .iter()
                     .map(|(t, p)| (offset_key(group_id, t, *p), None))
                     .collect();
                 let code = persist(log.as_ref(), tombstones).await;
+                let mut groups = self.groups.borrow_mut();
                 if code == state::NONE {
-                    self.groups.borrow_mut().remove(group_id);
+                    groups.remove(group_id);
+                } else if let Some(e) = groups.get_mut(group_id) {
+                    e.group.revive();
                 }
                 GroupAnswer::Code(code)
             }
@@ -435,6 +464,10 @@ impl Coordinator {
                 }
             }
         }
+        // Groups whose offsets were all deleted are gone.
+        self.groups
+            .borrow_mut()
+            .retain(|_, e| !e.offsets.is_empty() || e.group.state() != State::Empty);
         if loaded > 0 {
             tracing::info!("{}: loaded {loaded} committed offsets", log.dir.display());
         }

@@ -95,6 +95,8 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// JoinGroup v4+: a new member first gets its id back with MEMBER_ID_REQUIRED.
     pub require_known_member_id: bool,
+    /// JoinGroup v9+: a static leader rejoining may be told to keep its assignment.
+    pub supports_skip_assignment: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -255,6 +257,13 @@ impl Group {
         self.state = State::Dead;
     }
 
+    /// Undoes `mark_dead` when the delete could not be recorded.
+    pub fn revive(&mut self) {
+        if self.state == State::Dead {
+            self.state = State::Empty;
+        }
+    }
+
     /// The earliest time `tick` has something to do.
     pub fn next_deadline(&self) -> Option<Ms> {
         let join = self.join_timer.map(|t| match t {
@@ -395,7 +404,6 @@ impl Group {
         if let Some(w) = member.awaiting_sync.take() {
             replies.push(Reply::Sync(w, sync_failure(FENCED_INSTANCE_ID)));
         }
-        let unchanged = member.protocols == req.protocols;
         member.id = new_id.clone();
         member.last_heard = now;
         self.members.insert(new_id.clone(), member);
@@ -407,11 +415,26 @@ impl Group {
         if was_leader {
             self.leader = Some(new_id.clone());
         }
+        // Kafka rebalances only if the rejoin changes the protocol the group would choose (the
+        // metadata itself, which carries owned partitions, differs after any restart).
+        if let Some(m) = self.members.get_mut(&new_id) {
+            m.protocols = req.protocols.clone();
+            m.session_timeout_ms = req.session_timeout_ms;
+            m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+        }
+        let unchanged = self.select_protocol() == self.protocol;
         match self.state {
             State::Stable if unchanged => {
                 let mut r = self.join_response(&new_id, NONE);
-                r.members.clear();
-                r.skip_assignment = was_leader;
+                if was_leader && req.supports_skip_assignment {
+                    // v9+: the leader gets the members but keeps the assignment it made.
+                    r.skip_assignment = true;
+                } else if was_leader {
+                    // Before v9 the client would run its assignor again: it is told the
+                    // previous leader id and so acts as a follower.
+                    r.leader = old_id;
+                    r.members.clear();
+                }
                 replies.push(Reply::Join(req.waiter, r));
                 replies
             }
@@ -556,7 +579,6 @@ impl Group {
     /// until their session expires), the next generation starts, every joined member gets its
     /// answer, and the leader gets the member list.
     fn complete_join(&mut self, now: Ms) -> Vec<Reply> {
-        self.join_timer = None;
         let gone: Vec<String> = self
             .members
             .values()
@@ -566,6 +588,15 @@ impl Group {
         for id in gone {
             self.remove_member(&id);
         }
+        if !self.members.is_empty() && self.members.values().all(|m| m.awaiting_join.is_none()) {
+            // Only static members that have not rejoined: wait for them another rebalance
+            // timeout rather than start a generation nobody joined.
+            self.join_timer = Some(JoinTimer::Rebalance {
+                at: now + self.rebalance_timeout(),
+            });
+            return Vec::new();
+        }
+        self.join_timer = None;
         self.generation += 1;
         if self.members.is_empty() {
             self.state = State::Empty;
@@ -575,12 +606,14 @@ impl Group {
         }
         self.protocol = self.select_protocol();
         self.state = State::CompletingRebalance;
-        if self
-            .leader
-            .as_ref()
-            .is_none_or(|l| !self.members.contains_key(l))
-        {
-            self.leader = self.members.keys().next().cloned();
+        // The leader must be a member that rejoined: it computes the assignment.
+        let rejoined = |id: &String| {
+            self.members
+                .get(id)
+                .is_some_and(|m| m.awaiting_join.is_some())
+        };
+        if !self.leader.as_ref().is_some_and(rejoined) {
+            self.leader = self.members.keys().find(|id| rejoined(id)).cloned();
         }
         let mut replies = Vec::new();
         let ids: Vec<String> = self.members.keys().cloned().collect();
@@ -680,6 +713,15 @@ impl Group {
                 }
             }
             State::Empty | State::Dead => Vec::new(),
+        }
+    }
+
+    /// A pending member id went away: only a join waiting for it may now complete.
+    fn pending_changed(&mut self, now: Ms) -> Vec<Reply> {
+        if self.state == State::PreparingRebalance {
+            self.try_complete_join(now)
+        } else {
+            Vec::new()
         }
     }
 
@@ -793,6 +835,7 @@ impl Group {
         let mut errors = Vec::new();
         let mut replies = Vec::new();
         let mut changed = false;
+        let mut pending_changed = false;
         for (member_id, instance_id) in leaving {
             if self.state == State::Dead {
                 errors.push(COORDINATOR_NOT_AVAILABLE);
@@ -800,7 +843,7 @@ impl Group {
             }
             if instance_id.is_none() && self.pending.remove(member_id).is_some() {
                 errors.push(NONE);
-                changed = true;
+                pending_changed = true;
                 continue;
             }
             // A static member may leave by instance id alone.
@@ -834,6 +877,8 @@ impl Group {
         }
         if changed {
             replies.extend(self.members_changed(now));
+        } else if pending_changed {
+            replies.extend(self.pending_changed(now));
         }
         (errors, replies)
     }
@@ -862,7 +907,7 @@ impl Group {
         for id in &pending_expired {
             self.pending.remove(id);
         }
-        let mut changed = !pending_expired.is_empty();
+        let mut changed = false;
         for id in expired {
             if let Some(mut m) = self.remove_member(&id) {
                 if let Some(w) = m.awaiting_sync.take() {
@@ -887,6 +932,8 @@ impl Group {
         }
         if changed {
             replies.extend(self.members_changed(now));
+        } else if !pending_expired.is_empty() {
+            replies.extend(self.pending_changed(now));
         }
         match self.join_timer {
             Some(JoinTimer::Initial {
@@ -914,28 +961,31 @@ impl Group {
     }
 
     /// Whether an OffsetCommit from this member at this generation is accepted: NONE, or the
-    /// error Kafka gives. A commit with generation -1 and no member id comes from a consumer
-    /// outside any group membership and is accepted only while the group has no members.
+    /// error Kafka gives. A commit with a negative generation comes from a consumer outside
+    /// any group membership and is accepted only while the group has no members.
     pub fn check_commit(&self, member_id: &str, instance_id: Option<&str>, generation: i32) -> i16 {
-        match self.state {
-            State::Dead => COORDINATOR_NOT_AVAILABLE,
-            State::Empty if generation < 0 && member_id.is_empty() => NONE,
-            State::Empty => UNKNOWN_MEMBER_ID,
-            _ if generation < 0 && member_id.is_empty() => UNKNOWN_MEMBER_ID,
+        if self.state == State::Dead {
+            return COORDINATOR_NOT_AVAILABLE;
+        }
+        if self.state == State::Empty {
+            return if generation < 0 {
+                NONE
+            } else {
+                UNKNOWN_MEMBER_ID
+            };
+        }
+        let e = self.check_member(member_id, instance_id);
+        if e != NONE {
+            e
+        } else if generation != self.generation {
+            ILLEGAL_GENERATION
+        } else if self.state == State::CompletingRebalance {
             // Between the join and the assignment nobody owns partitions yet.
-            State::CompletingRebalance => REBALANCE_IN_PROGRESS,
+            REBALANCE_IN_PROGRESS
+        } else {
             // Members commit what they had before giving partitions up (Stable), or while the
             // rebalance gathers them (PreparingRebalance), at their generation.
-            State::PreparingRebalance | State::Stable => {
-                let e = self.check_member(member_id, instance_id);
-                if e != NONE {
-                    e
-                } else if generation != self.generation {
-                    ILLEGAL_GENERATION
-                } else {
-                    NONE
-                }
-            }
+            NONE
         }
     }
 }
@@ -973,6 +1023,7 @@ mod tests {
                 .map(|p| (p.to_string(), Bytes::from(format!("meta-{p}"))))
                 .collect(),
             require_known_member_id: true,
+            supports_skip_assignment: true,
         }
     }
 
@@ -1378,5 +1429,72 @@ mod tests {
         );
         assert_eq!(g.heartbeat("m", None, 1, 0), COORDINATOR_NOT_AVAILABLE);
         assert_eq!(g.check_commit("", None, -1), COORDINATOR_NOT_AVAILABLE);
+    }
+
+    #[test]
+    fn an_unused_member_id_expiring_does_not_disturb_a_stable_group() {
+        let (mut g, ids, now) = stable(2);
+        let _unused = member_id(&mut g, 1, now);
+        for t in (now..=now + SESSION + 3_000).step_by(3_000) {
+            for id in &ids {
+                assert_eq!(g.heartbeat(id, None, 1, t), NONE);
+            }
+            assert!(g.tick(t).is_empty());
+        }
+        assert_eq!((g.state(), g.generation()), (State::Stable, 1));
+    }
+
+    #[test]
+    fn a_static_leader_that_does_not_rejoin_hands_leadership_to_one_that_did() {
+        let mut g = group();
+        let mut a = join_req(1, "", &["range"]);
+        a.instance_id = Some("a".into());
+        let mut b = join_req(2, "", &["range"]);
+        b.instance_id = Some("b".into());
+        g.join(a.clone(), 0);
+        g.join(b.clone(), 0);
+        assert!(
+            g.tick(DELAY).is_empty(),
+            "b arrived during the delay: it extends"
+        );
+        let r = g.tick(2 * DELAY);
+        let leader = g.leader().unwrap().to_string();
+        let (ja, jb) = (joined(&r, 1), joined(&r, 2));
+        let follower = if ja.member_id == leader { jb } else { ja };
+        // A third member joins; only the follower rejoins, the static leader stays silent.
+        let c = member_id(&mut g, 3, 2 * DELAY);
+        g.join(join_req(4, &c, &["range"]), 2 * DELAY);
+        let mut rejoin = a.clone();
+        rejoin.member_id = follower.member_id.clone();
+        rejoin.instance_id = g
+            .members()
+            .find(|m| m.id == follower.member_id)
+            .and_then(|m| m.instance_id.clone());
+        rejoin.waiter = 5;
+        g.join(rejoin, 2 * DELAY);
+        // The old leader stays alive (heartbeats) but never rejoins.
+        let leader_instance = g
+            .members()
+            .find(|m| m.id == leader)
+            .and_then(|m| m.instance_id.clone());
+        let mut t = 2 * DELAY;
+        while t + 3_000 < 2 * DELAY + REBALANCE {
+            t += 3_000;
+            let hb = g.heartbeat(&leader, leader_instance.as_deref(), 1, t);
+            assert_eq!(hb, REBALANCE_IN_PROGRESS);
+            assert!(g.tick(t).is_empty());
+        }
+        let r = g.tick(2 * DELAY + REBALANCE);
+        let new_leader = g.leader().unwrap().to_string();
+        assert_ne!(new_leader, leader, "the silent static member may not lead");
+        assert_eq!(g.members().count(), 3, "static members are kept");
+        let lead = r
+            .iter()
+            .find_map(|x| match x {
+                Reply::Join(_, j) if j.member_id == new_leader => Some(j.clone()),
+                _ => None,
+            })
+            .expect("the new leader is answered");
+        assert_eq!(lead.members.len(), 3);
     }
 }

@@ -39,6 +39,7 @@ pub async fn handle(
             .map(|p| (p.name.to_string(), p.metadata.clone()))
             .collect(),
         require_known_member_id: version >= 4,
+        supports_skip_assignment: version >= 9,
     };
     let answer = match shard.group_call(&group, GroupCall::Join(req)).await {
         GroupAnswer::Join(j) => j,

@@ -312,6 +312,7 @@ async fn shard_main(
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
             shard.stopping.set(true);
+            shard.groups.close();
             shard.stop_event.notify(usize::MAX);
         }
     })

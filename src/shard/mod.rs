@@ -150,9 +150,16 @@ impl Shard {
     /// The group's `__consumer_offsets` partition and the shard that owns it (its
     /// coordinator).
     fn coordinator_of(&self, group: &str) -> (i32, usize) {
-        let slot = partition_for(group, self.config.offsets_topic_partitions);
-        let shard = self
-            .metadata()
+        let meta = self.metadata();
+        // The topic's real partition count, as Kafka uses once the topic exists.
+        let slots = meta
+            .topics
+            .get(OFFSETS_TOPIC)
+            .map_or(self.config.offsets_topic_partitions, |t| {
+                t.shards.len() as i32
+            });
+        let slot = partition_for(group, slots);
+        let shard = meta
             .shard_of(OFFSETS_TOPIC, slot)
             .unwrap_or_else(|| crate::metadata::place_partition(OFFSETS_TOPIC, slot, self.count));
         (slot, shard)
