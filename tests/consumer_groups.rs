@@ -148,3 +148,90 @@ fn committed_offsets_survive_consumer_and_broker_restarts() {
     );
     broker.terminate();
 }
+
+/// Polls every consumer until each owns the expected number of partitions.
+fn wait_for_assignment(consumers: &[&BaseConsumer], expected: &[usize], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let counts: Vec<usize> = consumers
+            .iter()
+            .map(|c| {
+                c.poll(Duration::from_millis(20));
+                c.assignment().map(|a| a.count()).unwrap_or(0)
+            })
+            .collect();
+        if counts == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "assignments {counts:?}, expected {expected:?}"
+        );
+    }
+}
+
+#[test]
+fn a_consumer_that_leaves_hands_its_partitions_over() {
+    let mut broker = Broker::start(&[("group.initial.rebalance.delay.ms", "0")], 1);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "handover", 4, &[]);
+    let a = group_consumer(&bootstrap, "handover");
+    let b = group_consumer(&bootstrap, "handover");
+    a.subscribe(&["handover"]).expect("subscribe");
+    b.subscribe(&["handover"]).expect("subscribe");
+    wait_for_assignment(&[&a, &b], &[2, 2], Duration::from_secs(30));
+    // Closing sends LeaveGroup: the other member takes over at once, not after a timeout.
+    let left = Instant::now();
+    drop(b);
+    wait_for_assignment(&[&a], &[4], Duration::from_secs(5));
+    eprintln!("hand-over took {:?}", left.elapsed());
+    drop(a);
+    broker.terminate();
+}
+
+/// A member that joined and then went silent (as a killed process does) is evicted after its
+/// session timeout, and a librdkafka consumer then gets every partition.
+#[test]
+fn a_silent_member_is_evicted_after_the_session_timeout() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::{GroupId, JoinGroupRequest, SyncGroupRequest};
+    use kafka_protocol::protocol::StrBytes;
+    use shardlog::client::Client;
+
+    let mut broker = Broker::start(&[("group.initial.rebalance.delay.ms", "0")], 1);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "evict", 3, &[]);
+    // The silent member: joins with a 6 s session, syncs, never heartbeats.
+    let mut raw = Client::connect(&bootstrap).expect("connect");
+    let mut join = JoinGroupRequest::default();
+    join.group_id = GroupId(StrBytes::from_static_str("evict"));
+    join.session_timeout_ms = 6000;
+    join.rebalance_timeout_ms = 30000;
+    join.protocol_type = StrBytes::from_static_str("consumer");
+    let mut p = JoinGroupRequestProtocol::default();
+    p.name = StrBytes::from_static_str("range");
+    join.protocols = vec![p];
+    let first = raw.send(&join, 5).expect("join");
+    assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+    join.member_id = first.member_id.clone();
+    let joined = raw.send(&join, 5).expect("join");
+    assert_eq!(joined.error_code, 0);
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = join.group_id.clone();
+    sync.generation_id = joined.generation_id;
+    sync.member_id = joined.member_id.clone();
+    assert_eq!(raw.send(&sync, 3).expect("sync").error_code, 0);
+    let silent_since = Instant::now();
+
+    let c = group_consumer(&bootstrap, "evict");
+    c.subscribe(&["evict"]).expect("subscribe");
+    wait_for_assignment(&[&c], &[3], Duration::from_secs(20));
+    let took = silent_since.elapsed();
+    assert!(
+        took >= Duration::from_millis(5500),
+        "the silent member was dropped before its session ended ({took:?})"
+    );
+    drop(c);
+    drop(raw);
+    broker.terminate();
+}

@@ -34,8 +34,10 @@ fn damaged_or_missing_indexes_are_rebuilt() {
     let mut broker = Broker::start_in(root.path(), &[], 1);
     create_topic(&broker.bootstrap(), topic, 1, &[("segment.bytes", "65536")]);
     let mut cfg = producer_config(&broker.bootstrap());
+    // Small batches, so the data spans many 64 KiB segments however the timing falls.
     cfg.set("acks", "-1")
-        .set("max.in.flight.requests.per.connection", "1");
+        .set("max.in.flight.requests.per.connection", "1")
+        .set("batch.size", "16384");
     let value_of = |i: usize| format!("index-{i}-{}", "x".repeat(40));
     produce_keyed(&cfg, topic, N, Some(1), value_of);
     broker.terminate();
