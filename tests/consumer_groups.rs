@@ -235,3 +235,61 @@ fn a_silent_member_is_evicted_after_the_session_timeout() {
     drop(raw);
     broker.terminate();
 }
+
+#[test]
+fn cooperative_sticky_keeps_the_partitions_a_member_still_owns() {
+    let mut broker = Broker::start(&[("group.initial.rebalance.delay.ms", "0")], 1);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "coop", 6, &[]);
+    let coop = |b: &str| -> BaseConsumer {
+        let mut c = rdkafka::config::ClientConfig::new();
+        c.set("bootstrap.servers", b)
+            .set("group.id", "coop")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .set("enable.auto.commit", "false");
+        c.create().expect("consumer")
+    };
+    let owned = |c: &BaseConsumer| -> HashSet<i32> {
+        c.assignment()
+            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default()
+    };
+    let a = coop(&bootstrap);
+    a.subscribe(&["coop"]).expect("subscribe");
+    wait_for_assignment(&[&a], &[6], Duration::from_secs(30));
+    let before = owned(&a);
+    let b = coop(&bootstrap);
+    b.subscribe(&["coop"]).expect("subscribe");
+    // Watch a's assignment through the incremental rebalance: it only ever shrinks to what
+    // it keeps; nothing it keeps is revoked and handed back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut lowest = before.clone();
+    loop {
+        a.poll(Duration::from_millis(20));
+        b.poll(Duration::from_millis(20));
+        let now_a = owned(&a);
+        assert!(
+            now_a.is_subset(&before),
+            "a gained {now_a:?} beyond {before:?}"
+        );
+        if now_a.len() < lowest.len() {
+            lowest = now_a.clone();
+        }
+        if now_a.len() == 3 && owned(&b).len() == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a {:?}, b {:?}",
+            now_a,
+            owned(&b)
+        );
+    }
+    assert_eq!(lowest.len(), 3, "a never dropped below the 3 it keeps");
+    assert!(owned(&a).is_disjoint(&owned(&b)));
+    drop(b);
+    drop(a);
+    broker.terminate();
+}

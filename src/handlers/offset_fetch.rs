@@ -79,7 +79,7 @@ pub async fn handle(
         }
         return r;
     }
-    let wanted = request.topics.map(|ts| {
+    let wanted: Option<Vec<(String, i32)>> = request.topics.map(|ts| {
         ts.iter()
             .flat_map(|t| {
                 t.partition_indexes
@@ -88,7 +88,15 @@ pub async fn handle(
             })
             .collect()
     });
-    let (code, found) = fetch(shard, &request.group_id.0, wanted).await;
+    let (code, mut found) = fetch(shard, &request.group_id.0, wanted.clone()).await;
+    if code != state::NONE && found.is_empty() {
+        // Each partition asked carries the error (v1 has no top-level error code).
+        found = wanted
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(t, p)| (t, p, None))
+            .collect();
+    }
     if version >= 2 {
         r.error_code = code;
     }
