@@ -47,7 +47,7 @@ fn three_consumers_split_twelve_partitions_and_read_everything_once() {
     let bootstrap = broker.bootstrap();
     let topic = "shared";
     create_topic(&bootstrap, topic, 12, &[]);
-    const N: usize = 30_000;
+    const N: usize = 300_000;
     produce(&bootstrap, topic, N);
     let consumers: Vec<BaseConsumer> = (0..3).map(|_| group_consumer(&bootstrap, "g3")).collect();
     for c in &consumers {
