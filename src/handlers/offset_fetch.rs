@@ -7,7 +7,7 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
-use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
 use crate::group::coordinator::{GroupAnswer, GroupCall};
 use crate::group::records::OffsetValue;
@@ -41,6 +41,15 @@ fn by_topic(found: Found) -> ByTopic {
     out
 }
 
+/// (topic, partition) for every partition a request names.
+fn partitions_asked<'a>(
+    topics: impl Iterator<Item = (&'a TopicName, &'a [i32])>,
+) -> Vec<(String, i32)> {
+    topics
+        .flat_map(|(name, parts)| parts.iter().map(|p| (name.0.to_string(), *p)))
+        .collect()
+}
+
 pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
@@ -49,15 +58,9 @@ pub async fn handle(
     let mut r = OffsetFetchResponse::default();
     if version >= 8 {
         for g in request.groups {
-            let wanted = g.topics.map(|ts| {
-                ts.iter()
-                    .flat_map(|t| {
-                        t.partition_indexes
-                            .iter()
-                            .map(|p| (t.name.0.to_string(), *p))
-                    })
-                    .collect()
-            });
+            let wanted = g
+                .topics
+                .map(|ts| partitions_asked(ts.iter().map(|t| (&t.name, &t.partition_indexes[..]))));
             let (code, found) = fetch(shard, &g.group_id.0, wanted).await;
             let mut group = OffsetFetchResponseGroup::default();
             group.group_id = g.group_id;
@@ -79,15 +82,9 @@ pub async fn handle(
         }
         return r;
     }
-    let wanted: Option<Vec<(String, i32)>> = request.topics.map(|ts| {
-        ts.iter()
-            .flat_map(|t| {
-                t.partition_indexes
-                    .iter()
-                    .map(|p| (t.name.0.to_string(), *p))
-            })
-            .collect()
-    });
+    let wanted = request
+        .topics
+        .map(|ts| partitions_asked(ts.iter().map(|t| (&t.name, &t.partition_indexes[..]))));
     let (code, mut found) = fetch(shard, &request.group_id.0, wanted.clone()).await;
     if code != state::NONE && found.is_empty() {
         // Each partition asked carries the error (v1 has no top-level error code).
