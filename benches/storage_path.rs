@@ -39,6 +39,10 @@ fn log_config() -> LogConfig {
         log_append_time: false,
         compact: false,
         delete: true,
+        delete_retention_ms: 86_400_000,
+        min_cleanable_dirty_ratio: 0.5,
+        min_compaction_lag_ms: 0,
+        max_compaction_lag_ms: i64::MAX,
     }
 }
 

@@ -1,4 +1,5 @@
-//! CLI commands on the client: `topic create|list|describe|delete`, `produce`, `consume`.
+//! CLI commands on the client: `topic create|list|describe|delete`, `produce`, `consume`, and
+//! the dispatch of `group` (whose commands live in `groups.rs`).
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -22,7 +23,7 @@ use super::{decode_records, encode_batch, Client};
 pub struct Conn {
     /// Broker address.
     #[arg(long, default_value = "127.0.0.1:9092")]
-    bootstrap: String,
+    pub(super) bootstrap: String,
 }
 
 #[derive(Subcommand)]
@@ -31,6 +32,11 @@ pub enum ClientCommand {
     Topic {
         #[command(subcommand)]
         action: TopicAction,
+    },
+    /// List, describe, delete consumer groups, or reset their committed offsets.
+    Group {
+        #[command(subcommand)]
+        action: super::groups::GroupAction,
     },
     /// Produce lines from stdin, one record each (optionally "key<sep>value").
     Produce {
@@ -98,11 +104,11 @@ pub enum TopicAction {
     },
 }
 
-fn s(v: &str) -> StrBytes {
+pub(super) fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
-fn check(code: i16, what: &str, message: Option<&StrBytes>) -> anyhow::Result<()> {
+pub(super) fn check(code: i16, what: &str, message: Option<&StrBytes>) -> anyhow::Result<()> {
     if code != 0 {
         anyhow::bail!(
             "{what}: error {code}{}",
@@ -114,7 +120,7 @@ fn check(code: i16, what: &str, message: Option<&StrBytes>) -> anyhow::Result<()
     Ok(())
 }
 
-fn partitions_of(client: &mut Client, topic: &str) -> anyhow::Result<Vec<i32>> {
+pub(super) fn partitions_of(client: &mut Client, topic: &str) -> anyhow::Result<Vec<i32>> {
     let mut t = MetadataRequestTopic::default();
     t.name = Some(TopicName(s(topic)));
     let mut req = MetadataRequest::default();
@@ -133,7 +139,7 @@ fn partitions_of(client: &mut Client, topic: &str) -> anyhow::Result<Vec<i32>> {
         .collect())
 }
 
-fn list_offset(
+pub(super) fn list_offset(
     client: &mut Client,
     topic: &str,
     partition: i32,
@@ -161,6 +167,7 @@ fn list_offset(
 pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
     match cmd {
         ClientCommand::Topic { action } => topic(action),
+        ClientCommand::Group { action } => super::groups::run(action),
         ClientCommand::Produce {
             conn,
             topic,
@@ -302,7 +309,9 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                         let Some(pos) = positions.get_mut(&p.partition_index) else {
                             continue;
                         };
-                        for r in decode_records(p.records.unwrap_or_default())? {
+                        let records = p.records.unwrap_or_default();
+                        let end = super::batches_end(&records);
+                        for r in decode_records(records)? {
                             if r.offset < *pos || count.is_some_and(|c| printed >= c) {
                                 continue;
                             }
@@ -317,6 +326,9 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                                 .map(|v| String::from_utf8_lossy(&v).into_owned())
                                 .unwrap_or_default();
                             println!("{}\t{}\t{key}\t{value}", p.partition_index, r.offset);
+                        }
+                        if let Some(end) = end {
+                            *pos = (*pos).max(end);
                         }
                     }
                 }

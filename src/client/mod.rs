@@ -3,6 +3,7 @@
 //! built and read with its record codec.
 
 pub mod cli;
+pub mod groups;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -150,6 +151,15 @@ pub fn encode_batch(
 
 /// Decodes every record of the batches in a fetch response's record set; a trailing partial
 /// batch (allowed by the protocol) is ignored.
+/// The offset after the last whole batch in `records`: where the next fetch starts. Records
+/// alone can't tell, since compaction may have removed the last records of a batch.
+pub fn batches_end(records: &[u8]) -> Option<i64> {
+    crate::record::valid_prefix(records)
+        .0
+        .last()
+        .map(|b| b.next_offset())
+}
+
 pub fn decode_records(mut records: Bytes) -> anyhow::Result<Vec<Consumed>> {
     let mut out = Vec::new();
     while records.len() >= 12 {

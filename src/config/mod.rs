@@ -42,6 +42,13 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("log.retention.check.interval.ms", "300000"),
     ("log.index.interval.bytes", "4096"),
     ("log.cleanup.policy", "delete"),
+    ("log.cleaner.enable", "true"),
+    ("log.cleaner.backoff.ms", "15000"),
+    ("log.cleaner.dedupe.buffer.size", "134217728"),
+    ("log.cleaner.delete.retention.ms", "86400000"),
+    ("log.cleaner.min.cleanable.ratio", "0.5"),
+    ("log.cleaner.min.compaction.lag.ms", "0"),
+    ("log.cleaner.max.compaction.lag.ms", "9223372036854775807"),
     ("log.message.timestamp.type", "CreateTime"),
     ("message.max.bytes", "1048588"),
     ("min.insync.replicas", "1"),
@@ -78,6 +85,11 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     pub retention_check_interval_ms: u64,
+    /// Log compaction: whether cleaners run, how long one sleeps when nothing needs cleaning,
+    /// and the memory of the key→offset map (shared out among the shards).
+    pub cleaner_enable: bool,
+    pub cleaner_backoff_ms: u64,
+    pub cleaner_dedupe_buffer_bytes: usize,
     pub socket_request_max_bytes: usize,
     pub write_buffer_bytes: usize,
     pub hot_tail_bytes: usize,
@@ -262,6 +274,17 @@ impl BrokerConfig {
             "compression.type".to_string(),
             get("compression.type").to_string(),
         );
+        for (topic_key, broker_key) in [
+            ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
+            (
+                "min.cleanable.dirty.ratio",
+                "log.cleaner.min.cleanable.ratio",
+            ),
+            ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
+            ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms"),
+        ] {
+            defaults.insert(topic_key.to_string(), get(broker_key).to_string());
+        }
         let log_defaults = LogConfig::from_map(&topic::complete_defaults(defaults))
             .map_err(|e| anyhow::anyhow!("broker log defaults: {e}"))?;
         let write_buffer_bytes = positive("shardlog.write.buffer.bytes")? as usize;
@@ -284,6 +307,9 @@ impl BrokerConfig {
                 get("auto.create.topics.enable"),
             )?,
             retention_check_interval_ms: positive("log.retention.check.interval.ms")? as u64,
+            cleaner_enable: parse_bool("log.cleaner.enable", get("log.cleaner.enable"))?,
+            cleaner_backoff_ms: positive("log.cleaner.backoff.ms")? as u64,
+            cleaner_dedupe_buffer_bytes: positive("log.cleaner.dedupe.buffer.size")? as usize,
             socket_request_max_bytes: positive("socket.request.max.bytes")? as usize,
             write_buffer_bytes,
             hot_tail_bytes: num("shardlog.hot.tail.bytes")?.max(0) as usize,

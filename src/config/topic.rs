@@ -48,6 +48,10 @@ pub fn broker_keys_for(topic_key: &str) -> &'static [&'static str] {
         "max.message.bytes" => &["message.max.bytes"],
         "min.insync.replicas" => &["min.insync.replicas"],
         "compression.type" => &["compression.type"],
+        "delete.retention.ms" => &["log.cleaner.delete.retention.ms"],
+        "min.cleanable.dirty.ratio" => &["log.cleaner.min.cleanable.ratio"],
+        "min.compaction.lag.ms" => &["log.cleaner.min.compaction.lag.ms"],
+        "max.compaction.lag.ms" => &["log.cleaner.max.compaction.lag.ms"],
         _ => &[],
     }
 }
@@ -96,6 +100,14 @@ pub struct LogConfig {
     pub log_append_time: bool,
     pub compact: bool,
     pub delete: bool,
+    /// How long tombstones stay readable after the first clean that saw them.
+    pub delete_retention_ms: i64,
+    /// Compaction starts once dirty bytes are at least this share of the cleanable log.
+    pub min_cleanable_dirty_ratio: f64,
+    /// Records younger than this are not compacted.
+    pub min_compaction_lag_ms: i64,
+    /// Dirty records older than this are compacted whatever the dirty ratio.
+    pub max_compaction_lag_ms: i64,
 }
 
 fn int(map: &BTreeMap<String, String>, key: &str, min: i64) -> Result<i64, String> {
@@ -176,23 +188,20 @@ impl LogConfig {
             .get("min.cleanable.dirty.ratio")
             .map(String::as_str)
             .unwrap_or("0.5");
-        match ratio.parse::<f64>() {
-            Ok(r) if (0.0..=1.0).contains(&r) => {}
+        let min_cleanable_dirty_ratio = match ratio.parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => r,
             _ => {
                 return Err(format!(
                     "Invalid value {ratio} for configuration min.cleanable.dirty.ratio"
                 ))
             }
-        }
+        };
         for key in [
-            "delete.retention.ms",
             "file.delete.delay.ms",
             "flush.messages",
             "flush.ms",
-            "max.compaction.lag.ms",
             "message.timestamp.before.max.ms",
             "message.timestamp.after.max.ms",
-            "min.compaction.lag.ms",
             "segment.jitter.ms",
         ] {
             int(map, key, 0)?;
@@ -209,6 +218,10 @@ impl LogConfig {
             log_append_time,
             compact,
             delete,
+            delete_retention_ms: int(map, "delete.retention.ms", 0)?,
+            min_cleanable_dirty_ratio,
+            min_compaction_lag_ms: int(map, "min.compaction.lag.ms", 0)?,
+            max_compaction_lag_ms: int(map, "max.compaction.lag.ms", 1)?,
         })
     }
 }
@@ -266,6 +279,22 @@ impl TopicConfigs {
             _ => "delete",
         };
         map.insert("cleanup.policy".into(), policy.into());
+        map.insert(
+            "delete.retention.ms".into(),
+            broker.delete_retention_ms.to_string(),
+        );
+        map.insert(
+            "min.cleanable.dirty.ratio".into(),
+            broker.min_cleanable_dirty_ratio.to_string(),
+        );
+        map.insert(
+            "min.compaction.lag.ms".into(),
+            broker.min_compaction_lag_ms.to_string(),
+        );
+        map.insert(
+            "max.compaction.lag.ms".into(),
+            broker.max_compaction_lag_ms.to_string(),
+        );
         for (k, v) in &self.overrides {
             map.insert(k.clone(), v.clone());
         }

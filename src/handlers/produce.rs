@@ -37,7 +37,9 @@ pub async fn handle(
     let mut ops = Vec::new();
     for t in request.topic_data {
         let name = t.name.0.as_str().to_string();
-        let max_bytes = shard.log_config(&name).map(|c| c.max_message_bytes);
+        let config = shard.log_config(&name);
+        let max_bytes = config.as_ref().map(|c| c.max_message_bytes);
+        let compacted = config.is_some_and(|c| c.compact);
         let mut parts = Vec::new();
         for p in t.partition_data {
             let slot = if !matches!(acks, -1..=1) {
@@ -51,6 +53,16 @@ pub async fn handle(
                         Err(KafkaError::new(
                             error::UNSUPPORTED_COMPRESSION_TYPE,
                             "zstd needs Produce v7 or later",
+                        ))
+                    }
+                    Some(Ok(batches)) if compacted && !all_keyed(&batches).await => {
+                        Err(KafkaError::new(
+                            error::INVALID_RECORD,
+                            format!(
+                                "Compacted topic cannot accept message without key in topic \
+                                 partition {name}-{}.",
+                                p.index
+                            ),
                         ))
                     }
                     Some(Ok(batches)) => {
@@ -122,4 +134,20 @@ pub async fn handle(
         response.responses.push(topic);
     }
     Ok(Some(response))
+}
+
+/// Whether every record has a key (a compacted topic refuses records without one, as Kafka
+/// does). A compressed batch is decompressed off the executor.
+async fn all_keyed(batches: &record::ValidatedBatches) -> bool {
+    let (records, ranges) = (batches.records.clone(), batches.batches.clone());
+    let check = move || {
+        ranges
+            .iter()
+            .all(|&(s, e)| record::compact::all_keyed(&records[s..e]) == Ok(true))
+    };
+    if batches.compression() == 0 {
+        check()
+    } else {
+        glommio::executor().spawn_blocking(check).await
+    }
 }

@@ -57,7 +57,9 @@ pub fn tail(
             let Some(pos) = position.get_mut(&part.partition_index) else {
                 continue;
             };
-            for rec in crate::client::decode_records(part.records.clone().unwrap_or_default())? {
+            let records = part.records.clone().unwrap_or_default();
+            let end = crate::client::batches_end(&records);
+            for rec in crate::client::decode_records(records)? {
                 if rec.offset < *pos {
                     continue;
                 }
@@ -70,6 +72,9 @@ pub fn tail(
                     stats.record_latency(std::time::Duration::from_nanos(now.saturating_sub(due)));
                 }
                 last = Instant::now();
+            }
+            if let Some(end) = end {
+                *pos = (*pos).max(end);
             }
         }
     }

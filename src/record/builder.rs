@@ -44,7 +44,7 @@ impl Codec {
     }
 }
 
-fn put_varint(buf: &mut BytesMut, v: i64) {
+pub(crate) fn put_varint(buf: &mut BytesMut, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         buf.put_u8((z as u8) | 0x80);
@@ -162,7 +162,8 @@ impl BatchBuilder {
     }
 }
 
-fn compress(codec: Codec, data: &[u8]) -> std::io::Result<Vec<u8>> {
+/// Compresses a record section with a codec other than `None`, in Kafka's framing.
+pub(crate) fn compress(codec: Codec, data: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(match codec {
         Codec::None => data.to_vec(), // not reached from `finish`, which keeps records in place
         Codec::Gzip => {

@@ -11,6 +11,7 @@
 
 pub mod builder;
 pub mod codec;
+pub mod compact;
 
 use bytes::Bytes;
 

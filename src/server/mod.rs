@@ -305,6 +305,7 @@ async fn shard_main(
     };
     ready(Ok(()));
     glommio::spawn_local(Rc::clone(&shard).run_retention()).detach();
+    glommio::spawn_local(Rc::clone(&shard).run_cleaner()).detach();
     glommio::spawn_local({
         let (shard, lifecycle) = (Rc::clone(&shard), Arc::clone(&lifecycle));
         async move {

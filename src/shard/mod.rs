@@ -576,6 +576,28 @@ impl Shard {
     }
 }
 
+impl Shard {
+    /// Log compaction of this shard's compacted partitions, every `log.cleaner.backoff.ms`.
+    pub async fn run_cleaner(self: Rc<Self>) {
+        if !self.config.cleaner_enable {
+            return;
+        }
+        let every = Duration::from_millis(self.config.cleaner_backoff_ms);
+        let map_budget = self.config.cleaner_dedupe_buffer_bytes / self.count.max(1);
+        while !self.stopping.get() {
+            let listener = self.stop_event.listen();
+            futures_lite::future::or(listener, glommio::timer::sleep(every)).await;
+            for log in self.local_partitions() {
+                if self.stopping.get() {
+                    return;
+                }
+                crate::storage::cleaner::clean_if_due(&log, map_budget, crate::storage::now_ms())
+                    .await;
+            }
+        }
+    }
+}
+
 pub fn unknown_partition(topic: &str, partition: i32) -> KafkaError {
     KafkaError::new(
         error::UNKNOWN_TOPIC_OR_PARTITION,

@@ -32,6 +32,12 @@ use crate::record::{self, BatchView, ValidatedBatches};
 const BLOCK: u64 = 4096;
 const LOG_START_FILE: &str = "log-start-offset";
 const RECOVERY_POINT_FILE: &str = "recovery-point";
+/// The cleaner's progress: the first dirty offset and the earliest tombstone delete horizon.
+const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+/// Present while compacted segments replace the originals: "base end" of the replaced range.
+const CLEANER_SWAP_FILE: &str = "cleaner-swap";
+/// The extension of a compacted segment being written.
+pub const CLEANED_EXT: &str = "cleaned";
 pub const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
 /// Names the topic (by id) that a partition directory belongs to, in Kafka's format.
 pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
@@ -126,6 +132,24 @@ pub struct PartitionLog {
     appender_running: Cell<bool>,
     /// The group-commit fdatasync running beside the appender (at most one).
     sync_in_flight: RefCell<Option<glommio::Task<()>>>,
+    /// Held while closed segments are removed or replaced (retention, DeleteRecords, the
+    /// cleaner's swap), so one never removes files the other is installing.
+    segment_changes: glommio::sync::Semaphore,
+    /// Bumped whenever closed segments are replaced: a read crossing segments restarts.
+    segments_version: Cell<u64>,
+    /// Compaction progress: offsets below `first_dirty` were cleaned; tombstones kept by the
+    /// last clean may go from `tombstone_horizon` on (`i64::MAX`: none kept).
+    first_dirty: Cell<i64>,
+    tombstone_horizon: Cell<i64>,
+}
+
+/// A closed segment as the cleaner sees it.
+pub struct ClosedSegment {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub size: u64,
+    pub max_timestamp: i64,
+    pub file: Rc<DmaFile>,
 }
 
 /// Records a read found: bytes in memory, or a range of a segment file (zero-copy fetch).
@@ -233,6 +257,8 @@ impl PartitionLog {
         clean: bool,
     ) -> std::io::Result<Rc<PartitionLog>> {
         let dir = partition_dir(log_dir, topic, partition);
+        let d = dir.clone();
+        blocking(move || finish_interrupted_swap(&d)).await?;
         let d = dir.clone();
         let mut bases: Vec<i64> = blocking(move || -> std::io::Result<Vec<i64>> {
             let mut out = Vec::new();
@@ -376,6 +402,14 @@ impl PartitionLog {
             state.active().base_offset.to_string(),
         )
         .await?;
+        let checkpoint = blocking({
+            let p = dir.join(CLEANER_CHECKPOINT_FILE);
+            move || std::fs::read_to_string(p).unwrap_or_default()
+        })
+        .await;
+        let mut numbers = checkpoint.split_whitespace().map(str::parse::<i64>);
+        let first_dirty = numbers.next().and_then(Result::ok).unwrap_or(0);
+        let tombstone_horizon = numbers.next().and_then(Result::ok).unwrap_or(i64::MAX);
         let log = Rc::new(PartitionLog {
             topic: topic.to_string(),
             partition,
@@ -396,6 +430,10 @@ impl PartitionLog {
             appender_done: Event::new(),
             appender_running: Cell::new(true),
             sync_in_flight: RefCell::new(None),
+            segment_changes: glommio::sync::Semaphore::new(1),
+            segments_version: Cell::new(0),
+            first_dirty: Cell::new(first_dirty),
+            tombstone_horizon: Cell::new(tombstone_horizon),
         });
         // A crash between recording a new log start offset and unlinking the segments below
         // it leaves them behind: finish the job.
@@ -739,6 +777,7 @@ impl PartitionLog {
 
     /// Whole batches from `offset` on, at most `max_bytes` (but always one whole batch).
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, KafkaError> {
+        let version = self.segments_version.get();
         let (segment_file, mut pos, mut seg_base, seg_size) = {
             let st = self.state.borrow();
             if offset < st.log_start_offset || offset > st.next_offset {
@@ -773,7 +812,11 @@ impl PartitionLog {
         let window = max_bytes.clamp(64 << 10, 8 << 20) + (16 << 10);
         loop {
             if pos >= size {
-                // End of this segment: continue in the next one, if any.
+                // End of this segment: continue in the next one, if any. If the cleaner
+                // replaced segments meanwhile, the next one may not follow this one: start over.
+                if out.is_empty() && self.segments_version.get() != version {
+                    return Box::pin(self.read(offset, max_bytes)).await;
+                }
                 let st = self.state.borrow();
                 match st.segments.range(seg_base + 1..).next() {
                     Some((_, next)) if out.is_empty() && next.base_offset < st.next_offset => {
@@ -830,6 +873,7 @@ impl PartitionLog {
     /// end of its segment, so it may end inside a batch, as Kafka's file slices do; clients
     /// drop a partial batch at the end. Data still in the hot tail comes back as bytes.
     pub async fn read_slice(&self, offset: i64, max_bytes: usize) -> Result<Fetched, KafkaError> {
+        let version = self.segments_version.get();
         let in_memory_or_out_of_range = {
             let st = self.state.borrow();
             offset < st.log_start_offset
@@ -855,6 +899,9 @@ impl PartitionLog {
         };
         loop {
             if pos >= size {
+                if self.segments_version.get() != version {
+                    return Box::pin(self.read_slice(offset, max_bytes)).await;
+                }
                 let st = self.state.borrow();
                 match st.segments.range(seg_base + 1..).next() {
                     Some((_, next)) if next.base_offset < st.next_offset => {
@@ -1015,6 +1062,9 @@ impl PartitionLog {
     }
 
     async fn delete_segments_below_start(&self) {
+        let Ok(_permit) = self.segment_changes.acquire_permit(1).await else {
+            return;
+        };
         let doomed: Vec<Segment> = {
             let mut st = self.state.borrow_mut();
             let start = st.log_start_offset;
@@ -1084,6 +1134,129 @@ impl PartitionLog {
                 self.delete_segments_below_start().await;
             }
         }
+    }
+
+    /// The closed segments (every one but the active), oldest first, and the log start offset.
+    pub fn closed_segments(&self) -> (Vec<ClosedSegment>, i64) {
+        let st = self.state.borrow();
+        let active_base = st.active().base_offset;
+        let closed = st
+            .segments
+            .values()
+            .filter(|s| s.base_offset != active_base)
+            .map(|s| ClosedSegment {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset,
+                size: s.size,
+                max_timestamp: s.max_timestamp,
+                file: Rc::clone(&s.file),
+            })
+            .collect();
+        (closed, st.log_start_offset)
+    }
+
+    /// A closed segment's file for buffered reads off the executor.
+    pub async fn segment_reader(
+        &self,
+        segment: &ClosedSegment,
+    ) -> Result<Arc<std::fs::File>, KafkaError> {
+        self.sendfile_source(segment.base_offset, &segment.file)
+            .await
+    }
+
+    /// (first dirty offset, earliest tombstone delete horizon) of the cleaner.
+    pub fn cleaner_progress(&self) -> (i64, i64) {
+        (self.first_dirty.get(), self.tombstone_horizon.get())
+    }
+
+    /// Records the cleaner's progress, in memory and in the partition directory.
+    pub async fn set_cleaner_progress(&self, first_dirty: i64, tombstone_horizon: i64) {
+        self.first_dirty.set(first_dirty);
+        self.tombstone_horizon.set(tombstone_horizon);
+        let path = self.dir.join(CLEANER_CHECKPOINT_FILE);
+        if let Err(e) = write_small_file(path, format!("{first_dirty} {tombstone_horizon}\n")).await
+        {
+            tracing::warn!(
+                "{}: cannot record cleaner progress: {e}",
+                self.dir.display()
+            );
+        }
+    }
+
+    /// Puts the compacted file `cleaned` in place of the closed segments `group` (consecutive,
+    /// together holding offsets up to `end`). Returns false, leaving everything as it was, if
+    /// the log changed meanwhile (a segment went, the log is closing). Crash-safe: a marker
+    /// names the range before any file is touched, and `open` finishes an interrupted swap.
+    pub async fn replace_segments(
+        &self,
+        group: &[ClosedSegment],
+        end: i64,
+        cleaned: &Path,
+    ) -> std::io::Result<bool> {
+        let Some(first) = group.first() else {
+            return Ok(false);
+        };
+        let base = first.base_offset;
+        let _permit = self
+            .segment_changes
+            .acquire_permit(1)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let unchanged = {
+            let st = self.state.borrow();
+            !self.closing.get()
+                && st.active().base_offset >= end
+                && group.iter().all(|g| {
+                    st.segments
+                        .get(&g.base_offset)
+                        .is_some_and(|s| Rc::ptr_eq(&s.file, &g.file))
+                })
+        };
+        if !unchanged {
+            let path = cleaned.to_path_buf();
+            blocking(move || std::fs::remove_file(path)).await.ok();
+            return Ok(false);
+        }
+        // Validate and index the replacement before it takes the originals' place.
+        let mut segment = Segment::open_file(&self.dir, base, cleaned, now_ms()).await?;
+        let file_size = segment
+            .file
+            .file_size()
+            .await
+            .map_err(std::io::Error::from)?;
+        let valid = segment.scan(0, self.config().index_interval_bytes).await?;
+        if valid != file_size {
+            return Err(std::io::Error::other(format!(
+                "{}: compacted segment fails validation at byte {valid}",
+                cleaned.display()
+            )));
+        }
+        segment.next_offset = end;
+        write_small_file(self.dir.join(CLEANER_SWAP_FILE), format!("{base} {end}\n")).await?;
+        let (dir, replaced): (PathBuf, Vec<i64>) = (
+            self.dir.clone(),
+            group.iter().map(|g| g.base_offset).collect(),
+        );
+        blocking(move || swap_in_cleaned(&dir, &replaced)).await?;
+        let index_files = segment.index_files();
+        index_files.write().await?;
+        {
+            let mut st = self.state.borrow_mut();
+            for g in group {
+                st.segments.remove(&g.base_offset);
+            }
+            st.segments.insert(base, segment);
+            // The hot tail must not serve what compaction removed.
+            while st.hot.front().is_some_and(|c| c.base_offset < end) {
+                if let Some(c) = st.hot.pop_front() {
+                    st.hot_bytes -= c.buf.len();
+                }
+            }
+        }
+        self.segments_version.set(self.segments_version.get() + 1);
+        let marker = self.dir.join(CLEANER_SWAP_FILE);
+        blocking(move || std::fs::remove_file(marker)).await?;
+        Ok(true)
     }
 
     /// Stops the appender after the queue drains, syncs, writes the indexes and trims the
@@ -1207,6 +1380,69 @@ fn tail_is_zero(path: &Path, from: u64) -> bool {
             Err(_) => return false,
         }
     }
+}
+
+/// Replaces segment `replaced[0]` with its `.cleaned` file and removes the other segments of
+/// `replaced` (their `.log` and indexes), then syncs the directory. Idempotent, so a restart
+/// can run it again after a crash part-way.
+fn swap_in_cleaned(dir: &Path, replaced: &[i64]) -> std::io::Result<()> {
+    let Some(&base) = replaced.first() else {
+        return Ok(());
+    };
+    let remove = |path: PathBuf| match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    };
+    for &other in &replaced[1..] {
+        for ext in ["log", "index", "timeindex"] {
+            remove(dir.join(file_name(other, ext)))?;
+        }
+    }
+    let cleaned = dir.join(file_name(base, CLEANED_EXT));
+    if cleaned.exists() {
+        for ext in ["index", "timeindex"] {
+            remove(dir.join(file_name(base, ext)))?;
+        }
+        std::fs::rename(&cleaned, dir.join(file_name(base, "log")))?;
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// At open: completes a swap of compacted segments that a crash interrupted (the marker names
+/// the range; the `.cleaned` file was synced before the marker was written), and removes
+/// `.cleaned` files of cleans that never reached their swap.
+fn finish_interrupted_swap(dir: &Path) -> std::io::Result<()> {
+    let marker = dir.join(CLEANER_SWAP_FILE);
+    if let Ok(text) = std::fs::read_to_string(&marker) {
+        let mut numbers = text.split_whitespace().map(str::parse::<i64>);
+        if let (Some(Ok(base)), Some(Ok(end))) = (numbers.next(), numbers.next()) {
+            let mut replaced = vec![base];
+            for e in std::fs::read_dir(dir)? {
+                let name = e?.file_name();
+                let name = name.to_string_lossy();
+                let other = name
+                    .strip_suffix(".log")
+                    .filter(|stem| stem.len() == 20)
+                    .and_then(|stem| stem.parse::<i64>().ok());
+                if let Some(other) = other.filter(|&o| o > base && o < end) {
+                    replaced.push(other);
+                }
+            }
+            tracing::warn!(
+                "{}: finishing an interrupted compaction of offsets {base}..{end}",
+                dir.display()
+            );
+            swap_in_cleaned(dir, &replaced)?;
+        }
+        std::fs::remove_file(&marker)?;
+    }
+    for e in std::fs::read_dir(dir)? {
+        let path = e?.path();
+        if path.extension().is_some_and(|x| x == CLEANED_EXT) {
+            std::fs::remove_file(path)?;
+        }
+    }
+    Ok(())
 }
 
 async fn remove_segment_files(dir: &Path, base: i64) {

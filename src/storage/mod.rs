@@ -1,10 +1,13 @@
 //! Storage: per-partition logs of segments with sparse offset and time indexes.
 //!
 //! Layout under `log.dirs`: `<topic>-<partition>/` holds `<20-digit base offset>.log`,
-//! `.index`, `.timeindex`, `leader-epoch-checkpoint`, `log-start-offset` and `recovery-point`.
+//! `.index`, `.timeindex`, `leader-epoch-checkpoint`, `log-start-offset` and `recovery-point`;
+//! compacted partitions add `cleaner-offset-checkpoint` (and, for an instant, `.cleaned`
+//! segments and a `cleaner-swap` marker).
 //! The broker writes `.clean-shutdown` beside the partition directories after a clean stop and
 //! removes it at start; without it, logs are scanned and repaired from their recovery points.
 
+pub mod cleaner;
 pub mod index;
 pub mod log;
 pub mod segment;

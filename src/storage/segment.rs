@@ -68,11 +68,27 @@ impl Segment {
     }
 
     pub async fn open(dir: &Path, base_offset: i64, now_ms: i64) -> std::io::Result<Segment> {
-        let path = dir.join(file_name(base_offset, "log"));
+        Self::open_file(
+            dir,
+            base_offset,
+            &dir.join(file_name(base_offset, "log")),
+            now_ms,
+        )
+        .await
+    }
+
+    /// Opens the segment starting at `base_offset` from `path`, a file that will be renamed
+    /// to the segment's name (a compacted replacement).
+    pub async fn open_file(
+        dir: &Path,
+        base_offset: i64,
+        path: &Path,
+        now_ms: i64,
+    ) -> std::io::Result<Segment> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .dma_open(&path)
+            .dma_open(path)
             .await
             .map_err(std::io::Error::from)?;
         Ok(Segment::new(dir, base_offset, Rc::new(file), now_ms))

@@ -1,0 +1,278 @@
+//! Log compaction (`cleanup.policy=compact` or `compact,delete`): the cleaner of one shard's
+//! partitions, as Kafka's LogCleaner does it.
+//!
+//! A pass over one log: the cleanable part is every closed segment whose records are all older
+//! than `min.compaction.lag.ms` (the active segment never is). Segments below the first dirty
+//! offset were cleaned before; the rest is dirty. When dirty bytes reach
+//! `min.cleanable.dirty.ratio` of the cleanable part (or the oldest dirty segment passed
+//! `max.compaction.lag.ms`, or kept tombstones reached their delete horizon), the cleaner maps
+//! each key of the dirty segments to its newest offset, then rewrites the cleanable segments
+//! from the log start, in groups that fit one segment, keeping only records no newer record of
+//! their key supersedes. Offsets never change; compacted segments take the originals' place
+//! through `PartitionLog::replace_segments`.
+//!
+//! Invariants: file reads, filtering and writes run on the blocking pool, one segment or group
+//! per step, so produce and fetch on the shard go on meanwhile; the key map is bounded by this
+//! shard's share of `log.cleaner.dedupe.buffer.size` (a pass that fills it cleans up to the
+//! last whole segment it mapped, and the next pass goes on from there).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::log::{ClosedSegment, PartitionLog, CLEANED_EXT};
+use super::segment::file_name;
+use crate::record::compact::{self, Filtered};
+use crate::record::framed_len;
+
+/// Bytes each map entry costs besides its key (hash table slot, the key's allocation header).
+const ENTRY_OVERHEAD: usize = 48;
+
+/// What a pass did, for the log line and tests.
+#[derive(Debug, Default)]
+pub struct PassReport {
+    pub segments_in: usize,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Cleans `log` if it is due. `map_budget` bounds the key map in bytes.
+pub async fn clean_if_due(log: &PartitionLog, map_budget: usize, now: i64) -> Option<PassReport> {
+    let config = log.config();
+    if !config.compact {
+        return None;
+    }
+    let (closed, log_start) = log.closed_segments();
+    let lag_limit = now.saturating_sub(config.min_compaction_lag_ms);
+    let cleanable: Vec<ClosedSegment> = closed
+        .into_iter()
+        .filter(|s| s.next_offset > log_start)
+        .take_while(|s| config.min_compaction_lag_ms == 0 || s.max_timestamp <= lag_limit)
+        .collect();
+    if cleanable.is_empty() {
+        return None;
+    }
+    let (first_dirty, horizon) = log.cleaner_progress();
+    let dirty_from = cleanable
+        .iter()
+        .position(|s| s.next_offset > first_dirty)
+        .unwrap_or(cleanable.len());
+    let total: u64 = cleanable.iter().map(|s| s.size).sum();
+    let dirty: u64 = cleanable[dirty_from..].iter().map(|s| s.size).sum();
+    let ratio_due = dirty > 0 && dirty as f64 >= config.min_cleanable_dirty_ratio * total as f64;
+    let lag_due = cleanable.get(dirty_from).is_some_and(|s| {
+        config.max_compaction_lag_ms < i64::MAX
+            && s.max_timestamp >= 0
+            && now - s.max_timestamp > config.max_compaction_lag_ms
+    });
+    let tombstones_due = horizon <= now;
+    if !(ratio_due || lag_due || tombstones_due) {
+        return None;
+    }
+    match clean(log, &cleanable, dirty_from, map_budget, now).await {
+        Ok(report) => Some(report),
+        Err(e) => {
+            tracing::warn!("{}: compaction failed: {e}", log.dir.display());
+            None
+        }
+    }
+}
+
+async fn clean(
+    log: &PartitionLog,
+    cleanable: &[ClosedSegment],
+    dirty_from: usize,
+    map_budget: usize,
+    now: i64,
+) -> std::io::Result<PassReport> {
+    let config = log.config();
+    // 1. Newest offset of each key in the dirty segments, a segment per step.
+    let mut map: HashMap<Vec<u8>, i64> = HashMap::new();
+    let mut map_bytes = 0usize;
+    let mut mapped_to = dirty_from;
+    for segment in &cleanable[dirty_from..] {
+        if mapped_to > dirty_from && map_bytes >= map_budget {
+            break;
+        }
+        let file = reader(log, segment).await?;
+        let size = segment.size;
+        let (m, b) = blocking(move || -> std::io::Result<_> {
+            for_each_batch(&file, size, |batch| {
+                let keys = compact::keys(batch).map_err(std::io::Error::other)?;
+                for (key, offset) in keys {
+                    let len = key.len();
+                    if map.insert(key, offset).is_none() {
+                        map_bytes += len + ENTRY_OVERHEAD;
+                    }
+                }
+                Ok(())
+            })?;
+            Ok((map, map_bytes))
+        })
+        .await?;
+        (map, map_bytes) = (m, b);
+        mapped_to += 1;
+    }
+    let end = if mapped_to > 0 {
+        cleanable[mapped_to - 1].next_offset
+    } else {
+        cleanable[0].base_offset
+    };
+    let map = Arc::new(map);
+
+    // 2. Rewrite the segments below `end` in groups that fit one segment.
+    let mut report = PassReport::default();
+    let mut horizon = i64::MAX;
+    let upto = cleanable
+        .iter()
+        .take_while(|s| s.next_offset <= end)
+        .count();
+    for group in groups(&cleanable[..upto], config.segment_bytes) {
+        let group_end = group[group.len() - 1].next_offset;
+        let mut sources = Vec::with_capacity(group.len());
+        for segment in group {
+            sources.push((reader(log, segment).await?, segment.size));
+        }
+        let out_path = log.dir.join(file_name(group[0].base_offset, CLEANED_EXT));
+        let (map, path, retention) = (
+            Arc::clone(&map),
+            out_path.clone(),
+            config.delete_retention_ms,
+        );
+        let written =
+            blocking(move || write_cleaned(&sources, &map, &path, now, retention)).await?;
+        report.segments_in += group.len();
+        report.bytes_in += group.iter().map(|s| s.size).sum::<u64>();
+        report.bytes_out += written.bytes;
+        if !log.replace_segments(group, group_end, &out_path).await? {
+            return Ok(report); // the log changed under us: the next pass starts over
+        }
+        horizon = horizon.min(written.tombstone_horizon);
+    }
+    log.set_cleaner_progress(end, horizon).await;
+    tracing::info!(
+        "{}: compacted {} segments below offset {end}: {} -> {} bytes",
+        log.dir.display(),
+        report.segments_in,
+        report.bytes_in,
+        report.bytes_out
+    );
+    Ok(report)
+}
+
+/// Consecutive runs of segments whose total size fits one segment and whose offsets fit the
+/// 32-bit relative offsets of an index.
+fn groups(segments: &[ClosedSegment], segment_bytes: u64) -> Vec<&[ClosedSegment]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < segments.len() {
+        let mut end = start + 1;
+        let mut size = segments[start].size;
+        while let Some(next) = segments.get(end) {
+            let span = next.next_offset - segments[start].base_offset;
+            if size + next.size > segment_bytes || span > i32::MAX as i64 {
+                break;
+            }
+            size += next.size;
+            end += 1;
+        }
+        out.push(&segments[start..end]);
+        start = end;
+    }
+    out
+}
+
+async fn reader(
+    log: &PartitionLog,
+    segment: &ClosedSegment,
+) -> std::io::Result<Arc<std::fs::File>> {
+    log.segment_reader(segment)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(f).await
+}
+
+struct Written {
+    bytes: u64,
+    tombstone_horizon: i64,
+}
+
+/// Writes the records of `sources` that compaction keeps into `path`, synced.
+fn write_cleaned(
+    sources: &[(Arc<std::fs::File>, u64)],
+    map: &HashMap<Vec<u8>, i64>,
+    path: &PathBuf,
+    now: i64,
+    delete_retention_ms: i64,
+) -> std::io::Result<Written> {
+    let file = std::fs::File::create(path)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, &file);
+    let mut written = Written {
+        bytes: 0,
+        tombstone_horizon: i64::MAX,
+    };
+    let superseded = |key: &[u8], offset: i64| map.get(key).is_some_and(|&newest| newest > offset);
+    for (source, size) in sources {
+        for_each_batch(source, *size, |batch| {
+            let outcome = compact::filter(batch, superseded, now, delete_retention_ms)
+                .map_err(std::io::Error::other)?;
+            if let Some(h) = outcome.tombstone_horizon {
+                written.tombstone_horizon = written.tombstone_horizon.min(h);
+            }
+            let bytes: &[u8] = match &outcome.batch {
+                Filtered::Keep => batch,
+                Filtered::Drop => return Ok(()),
+                Filtered::Rewrite(b) => b,
+            };
+            out.write_all(bytes)?;
+            written.bytes += bytes.len() as u64;
+            Ok(())
+        })?;
+    }
+    out.flush()?;
+    drop(out);
+    file.sync_all()?;
+    Ok(written)
+}
+
+/// Calls `f` with each whole batch of the first `size` bytes of `file`, read in large chunks.
+fn for_each_batch(
+    file: &std::fs::File,
+    size: u64,
+    mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    const CHUNK: u64 = 8 << 20;
+    let mut buf = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        buf.resize(CHUNK.min(size - pos) as usize, 0);
+        file.read_exact_at(&mut buf, pos)?;
+        let mut at = 0;
+        while let Some(len) = framed_len(&buf[at..]) {
+            if at + len > buf.len() {
+                if at == 0 {
+                    // One batch larger than the chunk: read exactly it.
+                    let mut whole = vec![0; len];
+                    file.read_exact_at(&mut whole, pos)?;
+                    f(&whole)?;
+                    at = len;
+                }
+                break;
+            }
+            f(&buf[at..at + len])?;
+            at += len;
+        }
+        if at == 0 {
+            return Err(std::io::Error::other(format!(
+                "unreadable batch at byte {pos} of a closed segment"
+            )));
+        }
+        pos += at as u64;
+    }
+    Ok(())
+}
