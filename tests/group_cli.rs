@@ -481,3 +481,53 @@ fn describe_list_and_delete_and_no_reset_while_a_member_is_active() {
     );
     broker.terminate();
 }
+
+/// A static member's group as the broker last recorded it (generation, member, assignment)
+/// comes back after a crash: describe shows the same member owning the same partitions.
+#[test]
+fn group_metadata_survives_a_broker_crash() {
+    let root = test_tempdir();
+    let args = [("group.initial.rebalance.delay.ms", "0")];
+    let mut broker = Broker::start_in(root.path(), &args, 1);
+    let b = broker.bootstrap();
+    create_topic(&b, TOPIC, 2, &[]);
+    let group = "remembered";
+    {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &b)
+            .set("group.id", group)
+            .set("group.instance.id", "static-1")
+            .set("client.id", CLIENT_ID)
+            .set("session.timeout.ms", "60000")
+            .set("heartbeat.interval.ms", "500");
+        let consumer: BaseConsumer = c.create().expect("consumer");
+        consumer.subscribe(&[TOPIC]).expect("subscribe");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while consumer.assignment().map(|a| a.count()).unwrap_or(0) < 2 {
+            assert!(Instant::now() < deadline, "never assigned");
+            consumer.poll(Duration::from_millis(50));
+        }
+        wait_for_state(&b, group, "Stable");
+        // A static member does not leave when it closes: the group stays Stable.
+    }
+    let owners = |b: &str| -> (String, Vec<(String, String)>) {
+        let out = ok(group_cli(b, "describe", &[group]), "describe");
+        let rows = table_rows(&out)
+            .into_iter()
+            .map(|r| (r[2].clone(), r[6].clone()))
+            .collect();
+        (out, rows)
+    };
+    let (before, owned) = owners(&b);
+    assert!(before.contains("is Stable with 1 member"), "{before}");
+    assert_eq!(owned.len(), 2, "{before}");
+    assert!(owned[0].1 != "-" && owned[0].1 == owned[1].1, "{before}");
+
+    broker.kill();
+    let mut broker = Broker::start_in(root.path(), &args, 1);
+    let b = broker.bootstrap();
+    let (after, owned_after) = owners(&b);
+    assert!(after.contains("is Stable with 1 member"), "{after}");
+    assert_eq!(owned_after, owned, "{after}");
+    broker.terminate();
+}

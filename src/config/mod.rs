@@ -57,6 +57,8 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("delete.topic.enable", "true"),
     ("offsets.topic.replication.factor", "1"),
     ("offsets.topic.num.partitions", "50"),
+    ("offsets.retention.minutes", "10080"),
+    ("offsets.retention.check.interval.ms", "600000"),
     ("group.initial.rebalance.delay.ms", "3000"),
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
@@ -101,6 +103,9 @@ pub struct BrokerConfig {
     pub io_memory_bytes: usize,
     /// `offsets.topic.num.partitions`: groups are spread over this many coordinator slots.
     pub offsets_topic_partitions: i32,
+    /// `offsets.retention.minutes` in ms, and `offsets.retention.check.interval.ms`.
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_ms: u64,
     pub group_config: crate::group::state::GroupConfig,
     /// Send records on disk with sendfile instead of reading them into memory first.
     pub fetch_zero_copy: bool,
@@ -321,6 +326,8 @@ impl BrokerConfig {
             io_memory_bytes: positive("shardlog.io.memory.bytes")? as usize,
             offsets_topic_partitions: positive("offsets.topic.num.partitions")?.min(i32::MAX as i64)
                 as i32,
+            offsets_retention_ms: positive("offsets.retention.minutes")?.saturating_mul(60_000),
+            offsets_retention_check_ms: positive("offsets.retention.check.interval.ms")? as u64,
             group_config: crate::group::state::GroupConfig {
                 initial_rebalance_delay_ms: num("group.initial.rebalance.delay.ms")?.max(0) as u64,
                 min_session_timeout_ms: positive("group.min.session.timeout.ms")? as u64,

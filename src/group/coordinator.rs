@@ -9,7 +9,12 @@
 //! Committed offsets are records in the group's `__consumer_offsets` partition (which this
 //! shard owns), appended and fdatasync'ed before a commit is acknowledged, and read back into
 //! memory when the shard starts (`load`). Deleted offsets and groups are written as
-//! tombstones.
+//! tombstones. Group metadata (generation, protocol, leader, members and their assignments) is
+//! recorded each time a group settles (Stable or Empty) in a new shape, after the answers of
+//! that rebalance went out, and restored at start, so a restarted broker keeps the group's
+//! generation and static members. Offsets expire after `offsets.retention.minutes`: those of
+//! an Empty group counted from when it became empty, those of a group that never had members
+//! (simple commits) from their commit.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -19,7 +24,7 @@ use std::time::{Duration, Instant};
 use event_listener::Event;
 use futures::channel::oneshot;
 
-use super::records::{Key, OffsetValue};
+use super::records::{GroupValue, Key, MemberValue, OffsetValue};
 use super::state::{
     self, Group, GroupConfig, JoinRequest, JoinResponse, Ms, Reply, State, SyncRequest,
     SyncResponse, Waiter,
@@ -82,10 +87,99 @@ pub enum GroupAnswer {
 struct Entry {
     group: Group,
     offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// The group's `__consumer_offsets` partition.
+    log: Option<Rc<PartitionLog>>,
+    /// The shape last recorded as group metadata.
+    recorded: Option<Shape>,
+    /// Wall-clock time the group last settled in a new shape (became Empty, for expiry).
+    settled_ms: i64,
+}
+
+/// What a group metadata record captures: a new one is written when this changes.
+#[derive(Clone, Debug, PartialEq)]
+struct Shape {
+    generation: i32,
+    state: State,
+    members: Vec<String>,
+}
+
+impl Entry {
+    fn new(id: &str, config: GroupConfig) -> Entry {
+        Entry {
+            group: Group::new(id, config),
+            offsets: BTreeMap::new(),
+            log: None,
+            recorded: None,
+            settled_ms: now_wall_ms(),
+        }
+    }
+
+    fn shape(&self) -> Shape {
+        Shape {
+            generation: self.group.generation(),
+            state: self.group.state(),
+            members: self.group.members().map(|m| m.id.clone()).collect(),
+        }
+    }
+
+    /// The offsets past retention at `now`: none while the group has members; all once it
+    /// has been Empty that long; for a group that never had members, each one that old.
+    fn expired_offsets(&self, retention_ms: i64, now: i64) -> Vec<(String, i32)> {
+        if self.group.state() != State::Empty {
+            return Vec::new();
+        }
+        let had_members = self.group.protocol_type().is_some();
+        self.offsets
+            .iter()
+            .filter(|(_, v)| {
+                let since = if had_members {
+                    self.settled_ms
+                } else {
+                    v.commit_timestamp
+                };
+                since.saturating_add(retention_ms) <= now
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// The group metadata record of the group as it is now.
+    fn metadata(&self, now_ms: i64) -> GroupValue {
+        let g = &self.group;
+        let protocol = g.protocol().unwrap_or_default();
+        GroupValue {
+            protocol_type: g.protocol_type().unwrap_or_default().to_string(),
+            generation: g.generation(),
+            protocol: g.protocol().map(str::to_string),
+            leader: g.leader().map(str::to_string),
+            state_timestamp: now_ms,
+            members: g
+                .members()
+                .map(|m| MemberValue {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms.min(i32::MAX as Ms) as i32,
+                    session_timeout_ms: m.session_timeout_ms.min(i32::MAX as Ms) as i32,
+                    subscription: m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| n == protocol)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 pub struct Coordinator {
     config: GroupConfig,
+    /// `offsets.retention.minutes` in ms, and how often expiry runs.
+    offsets_retention_ms: i64,
+    offsets_retention_check: Duration,
     groups: RefCell<HashMap<String, Entry>>,
     waiters: RefCell<HashMap<Waiter, oneshot::Sender<Reply>>>,
     next_waiter: Cell<Waiter>,
@@ -100,9 +194,15 @@ fn now_wall_ms() -> i64 {
 }
 
 impl Coordinator {
-    pub fn new(config: GroupConfig) -> Rc<Coordinator> {
+    pub fn new(
+        config: GroupConfig,
+        offsets_retention_ms: i64,
+        offsets_retention_check: Duration,
+    ) -> Rc<Coordinator> {
         Rc::new(Coordinator {
             config,
+            offsets_retention_ms,
+            offsets_retention_check,
             groups: RefCell::new(HashMap::new()),
             waiters: RefCell::new(HashMap::new()),
             next_waiter: Cell::new(0),
@@ -165,21 +265,19 @@ impl Coordinator {
         &self,
         id: &str,
         create: bool,
+        log: Option<&Rc<PartitionLog>>,
         f: impl FnOnce(&mut Entry, Ms) -> (R, Vec<Reply>),
     ) -> Option<R> {
         let now = self.now();
         let (result, replies) = {
             let mut groups = self.groups.borrow_mut();
             if create && !groups.contains_key(id) {
-                groups.insert(
-                    id.to_string(),
-                    Entry {
-                        group: Group::new(id, self.config),
-                        offsets: BTreeMap::new(),
-                    },
-                );
+                groups.insert(id.to_string(), Entry::new(id, self.config));
             }
             let entry = groups.get_mut(id)?;
+            if entry.log.is_none() {
+                entry.log = log.cloned();
+            }
             f(entry, now)
         };
         self.dispatch(replies);
@@ -194,11 +292,49 @@ impl Coordinator {
         call: GroupCall,
         log: Option<Rc<PartitionLog>>,
     ) -> GroupAnswer {
+        let answer = self.answer(group_id, call, log).await;
+        self.record_group_changes().await;
+        answer
+    }
+
+    /// Writes a group metadata record for every group that settled (Stable or Empty) in a
+    /// shape not yet recorded. A group that never had members has nothing to record.
+    async fn record_group_changes(&self) {
+        let now = now_wall_ms();
+        let mut writes: Vec<(Rc<PartitionLog>, bytes::Bytes, bytes::Bytes)> = Vec::new();
+        for (id, e) in self.groups.borrow_mut().iter_mut() {
+            if !matches!(e.group.state(), State::Stable | State::Empty) {
+                continue;
+            }
+            let shape = e.shape();
+            if e.recorded.as_ref() == Some(&shape) {
+                continue;
+            }
+            let first_and_empty = e.recorded.is_none() && shape.state == State::Empty;
+            e.recorded = Some(shape);
+            e.settled_ms = now;
+            if let (false, Some(log)) = (first_and_empty, &e.log) {
+                writes.push((Rc::clone(log), group_key(id), e.metadata(now).encode()));
+            }
+        }
+        for (log, key, value) in writes {
+            persist(Some(&log), vec![(key, Some(value))]).await;
+        }
+    }
+
+    async fn answer(
+        &self,
+        group_id: &str,
+        call: GroupCall,
+        log: Option<Rc<PartitionLog>>,
+    ) -> GroupAnswer {
         match call {
             GroupCall::Join(mut req) => {
                 let (waiter, rx) = self.park();
                 req.waiter = waiter;
-                self.with_group(group_id, true, |e, now| ((), e.group.join(req, now)));
+                self.with_group(group_id, true, log.as_ref(), |e, now| {
+                    ((), e.group.join(req, now))
+                });
                 match rx.await {
                     Ok(Reply::Join(_, r)) => GroupAnswer::Join(r),
                     _ => GroupAnswer::Code(state::COORDINATOR_NOT_AVAILABLE),
@@ -206,7 +342,7 @@ impl Coordinator {
             }
             GroupCall::Sync(req) => {
                 let (waiter, rx) = self.park();
-                let known = self.with_group(group_id, false, |e, now| {
+                let known = self.with_group(group_id, false, log.as_ref(), |e, now| {
                     ((), e.group.sync(waiter, req, now))
                 });
                 if known.is_none() {
@@ -223,7 +359,7 @@ impl Coordinator {
                 instance_id,
                 generation,
             } => GroupAnswer::Code(
-                self.with_group(group_id, false, |e, now| {
+                self.with_group(group_id, false, log.as_ref(), |e, now| {
                     let code =
                         e.group
                             .heartbeat(&member_id, instance_id.as_deref(), generation, now);
@@ -233,7 +369,7 @@ impl Coordinator {
             ),
             GroupCall::Leave(members) => {
                 let n = members.len();
-                self.with_group(group_id, false, |e, now| {
+                self.with_group(group_id, false, log.as_ref(), |e, now| {
                     let (codes, replies) = e.group.leave(&members, now);
                     (GroupAnswer::Codes(state::NONE, codes), replies)
                 })
@@ -249,7 +385,7 @@ impl Coordinator {
             } => {
                 let n = offsets.len();
                 let code = self
-                    .with_group(group_id, true, |e, _| {
+                    .with_group(group_id, true, log.as_ref(), |e, _| {
                         let code =
                             e.group
                                 .check_commit(&member_id, instance_id.as_deref(), generation);
@@ -280,7 +416,7 @@ impl Coordinator {
                 if code != state::NONE {
                     return GroupAnswer::Codes(code, vec![code; n]);
                 }
-                self.with_group(group_id, true, |e, _| {
+                self.with_group(group_id, true, log.as_ref(), |e, _| {
                     e.offsets.extend(values);
                     ((), Vec::new())
                 });
@@ -372,6 +508,7 @@ impl Coordinator {
                 let tombstones = doomed
                     .iter()
                     .map(|(t, p)| (offset_key(group_id, t, *p), None))
+                    .chain([(group_key(group_id), None)])
                     .collect();
                 let code = persist(log.as_ref(), tombstones).await;
                 let mut groups = self.groups.borrow_mut();
@@ -415,7 +552,8 @@ impl Coordinator {
 
     /// Reads a `__consumer_offsets` partition from its start and installs the offsets it
     /// holds (the newest record of each key wins; a tombstone removes the key).
-    pub async fn load(&self, log: &PartitionLog) {
+    pub async fn load(&self, log: &Rc<PartitionLog>) {
+        let mut metadata: HashMap<String, GroupValue> = HashMap::new();
         let mut offset = log.log_start_offset();
         let end = log.high_watermark();
         let mut loaded = 0usize;
@@ -444,19 +582,31 @@ impl Coordinator {
             for r in records {
                 offset = offset.max(r.offset + 1);
                 let Some(key) = r.key else { continue };
-                let Ok(Key::Offset {
-                    group,
-                    topic,
-                    partition,
-                }) = Key::decode(&key)
-                else {
-                    continue;
+                let (group, topic, partition) = match Key::decode(&key) {
+                    Ok(Key::Offset {
+                        group,
+                        topic,
+                        partition,
+                    }) => (group, topic, partition),
+                    Ok(Key::Group { group }) => {
+                        match r.value.map(|v| GroupValue::decode(&v)) {
+                            Some(Ok(v)) => {
+                                metadata.insert(group, v);
+                            }
+                            Some(Err(e)) => tracing::warn!("{}: {e}", log.dir.display()),
+                            None => {
+                                metadata.remove(&group);
+                            }
+                        }
+                        continue;
+                    }
+                    Err(_) => continue,
                 };
                 let mut groups = self.groups.borrow_mut();
-                let entry = groups.entry(group.clone()).or_insert_with(|| Entry {
-                    group: Group::new(&group, self.config),
-                    offsets: BTreeMap::new(),
-                });
+                let entry = groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Entry::new(&group, self.config));
+                entry.log = Some(Rc::clone(log));
                 match r.value.map(|v| OffsetValue::decode(&v)) {
                     Some(Ok(v)) => {
                         entry.offsets.insert((topic, partition), v);
@@ -469,6 +619,20 @@ impl Coordinator {
                 }
             }
         }
+        let now = self.now();
+        for (id, stored) in metadata {
+            let mut groups = self.groups.borrow_mut();
+            let entry = groups
+                .entry(id.clone())
+                .or_insert_with(|| Entry::new(&id, self.config));
+            entry.group = Group::restore(&id, self.config, &stored, now);
+            entry.log = Some(Rc::clone(log));
+            entry.recorded = Some(entry.shape());
+            if stored.state_timestamp > 0 {
+                entry.settled_ms = stored.state_timestamp;
+            }
+        }
+        self.deadlines_changed.notify(usize::MAX);
         // Groups whose offsets were all deleted are gone.
         self.groups
             .borrow_mut()
@@ -498,6 +662,7 @@ impl Coordinator {
                         }
                     }
                     self.dispatch(replies);
+                    self.record_group_changes().await;
                 }
                 Some(at) => {
                     let wait = glommio::timer::sleep(Duration::from_millis(at - now));
@@ -507,6 +672,70 @@ impl Coordinator {
             }
         }
     }
+}
+
+impl Coordinator {
+    /// Expires committed offsets every `offsets.retention.check.interval.ms`, as Kafka does
+    /// since KIP-211: all offsets of a group Empty for `offsets.retention.minutes`; for a
+    /// group that never had members, each offset that old. A group left with no offsets and
+    /// no members is deleted.
+    pub async fn run_offset_expiry(self: Rc<Self>) {
+        while !self.closed.get() {
+            glommio::timer::sleep(self.offsets_retention_check).await;
+            self.expire_offsets(now_wall_ms()).await;
+        }
+    }
+
+    async fn expire_offsets(&self, now: i64) {
+        let retention = self.offsets_retention_ms;
+        let doomed: Vec<(String, Rc<PartitionLog>)> = self
+            .groups
+            .borrow()
+            .iter()
+            .filter(|(_, e)| !e.expired_offsets(retention, now).is_empty())
+            .filter_map(|(id, e)| Some((id.clone(), Rc::clone(e.log.as_ref()?))))
+            .collect();
+        for (id, log) in doomed {
+            // Looked at again: the group may have changed while an earlier one was written.
+            let (expired, all) = match self.groups.borrow().get(&id) {
+                Some(e) => {
+                    let expired = e.expired_offsets(retention, now);
+                    let all = expired.len() == e.offsets.len();
+                    (expired, all)
+                }
+                None => continue,
+            };
+            let mut tombstones: Vec<_> = expired
+                .iter()
+                .map(|(t, p)| (offset_key(&id, t, *p), None))
+                .collect();
+            if all {
+                tombstones.push((group_key(&id), None));
+            }
+            if persist(Some(&log), tombstones).await != state::NONE {
+                continue;
+            }
+            tracing::info!("group {id}: {} committed offsets expired", expired.len());
+            let mut groups = self.groups.borrow_mut();
+            if let Some(e) = groups.get_mut(&id) {
+                // An offset committed again while the tombstones were written stays.
+                let still = e.expired_offsets(retention, now);
+                for k in expired.iter().filter(|k| still.contains(k)) {
+                    e.offsets.remove(k);
+                }
+                if e.offsets.is_empty() && e.group.state() == State::Empty {
+                    groups.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+fn group_key(group: &str) -> bytes::Bytes {
+    Key::Group {
+        group: group.to_string(),
+    }
+    .encode()
 }
 
 fn offset_key(group: &str, topic: &str, partition: i32) -> bytes::Bytes {
@@ -553,3 +782,66 @@ async fn persist(
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
 pub const NON_EMPTY_GROUP: i16 = 68;
 pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offset(commit_timestamp: i64) -> OffsetValue {
+        OffsetValue {
+            offset: 1,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp,
+        }
+    }
+
+    #[test]
+    fn offsets_expire_by_commit_time_or_by_time_empty() {
+        // Simple commits only: each offset by its own commit time.
+        let mut simple = Entry::new("g", GroupConfig::default());
+        simple.offsets.insert(("t".into(), 0), offset(1_000));
+        simple.offsets.insert(("t".into(), 1), offset(5_000));
+        assert!(simple.expired_offsets(10_000, 10_999).is_empty());
+        assert_eq!(
+            simple.expired_offsets(10_000, 11_000),
+            vec![("t".into(), 0)]
+        );
+        assert_eq!(simple.expired_offsets(10_000, 15_000).len(), 2);
+
+        // A group that had members: all at once, counted from when it became empty.
+        let stored = GroupValue {
+            protocol_type: "consumer".into(),
+            generation: 3,
+            protocol: None,
+            leader: None,
+            state_timestamp: 20_000,
+            members: Vec::new(),
+        };
+        let mut emptied = Entry::new("g", GroupConfig::default());
+        emptied.group = Group::restore("g", GroupConfig::default(), &stored, 0);
+        emptied.settled_ms = 20_000;
+        emptied.offsets.insert(("t".into(), 0), offset(1_000));
+        emptied.offsets.insert(("t".into(), 1), offset(19_000));
+        assert!(emptied.expired_offsets(10_000, 29_999).is_empty());
+        assert_eq!(emptied.expired_offsets(10_000, 30_000).len(), 2);
+
+        // Never while it has members.
+        let member = MemberValue {
+            member_id: "m".into(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "h".into(),
+            rebalance_timeout_ms: 1,
+            session_timeout_ms: 1,
+            subscription: bytes::Bytes::new(),
+            assignment: bytes::Bytes::new(),
+        };
+        let busy_stored = GroupValue {
+            members: vec![member],
+            ..stored
+        };
+        emptied.group = Group::restore("g", GroupConfig::default(), &busy_stored, 0);
+        assert!(emptied.expired_offsets(10_000, i64::MAX).is_empty());
+    }
+}

@@ -228,6 +228,48 @@ impl Group {
         }
     }
 
+    /// A group as its last metadata record left it (a broker restart): Stable with its members
+    /// and their assignments, each expected to heartbeat within its session timeout from
+    /// `now`; or Empty at its generation.
+    pub fn restore(
+        id: &str,
+        config: GroupConfig,
+        stored: &super::records::GroupValue,
+        now: Ms,
+    ) -> Group {
+        let mut group = Group::new(id, config);
+        group.generation = stored.generation;
+        group.protocol_type = Some(stored.protocol_type.clone());
+        group.protocol = stored.protocol.clone();
+        group.leader = stored.leader.clone();
+        let protocol = stored.protocol.clone().unwrap_or_default();
+        for m in &stored.members {
+            if let Some(instance) = &m.instance_id {
+                group.statics.insert(instance.clone(), m.member_id.clone());
+            }
+            let member = Member {
+                id: m.member_id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                session_timeout_ms: m.session_timeout_ms.max(0) as Ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms.max(0) as Ms,
+                protocols: vec![(protocol.clone(), m.subscription.clone())],
+                assignment: m.assignment.clone(),
+                awaiting_join: None,
+                awaiting_sync: None,
+                last_heard: now,
+            };
+            group.members.insert(m.member_id.clone(), member);
+        }
+        group.state = if group.members.is_empty() {
+            State::Empty
+        } else {
+            State::Stable
+        };
+        group
+    }
+
     pub fn state(&self) -> State {
         self.state
     }
@@ -1197,6 +1239,61 @@ mod tests {
         let r = g.join(join_req(70, &ids[0], &["range"]), now + SESSION + 4_000);
         assert_eq!(joined(&r, 70).generation, 2);
         assert_eq!(joined(&r, 70).leader, ids[0]);
+    }
+
+    #[test]
+    fn a_restored_group_is_stable_until_its_members_go_silent() {
+        use crate::group::records::{GroupValue, MemberValue};
+        let member = |id: &str, instance: Option<&str>| MemberValue {
+            member_id: id.into(),
+            instance_id: instance.map(str::to_string),
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            rebalance_timeout_ms: REBALANCE as i32,
+            session_timeout_ms: SESSION as i32,
+            subscription: Bytes::from_static(b"sub"),
+            assignment: Bytes::from(format!("a-{id}")),
+        };
+        let stored = GroupValue {
+            protocol_type: "consumer".into(),
+            generation: 7,
+            protocol: Some("range".into()),
+            leader: Some("m1".into()),
+            state_timestamp: 0,
+            members: vec![member("m1", None), member("m2", Some("static-2"))],
+        };
+        let mut g = Group::restore("g", GroupConfig::default(), &stored, 1_000);
+        assert_eq!(g.state(), State::Stable);
+        assert_eq!(g.generation(), 7);
+        assert_eq!(g.heartbeat("m1", None, 7, 2_000), NONE);
+        assert_eq!(g.heartbeat("m1", None, 6, 2_000), ILLEGAL_GENERATION);
+        assert_eq!(g.check_commit("m2", Some("static-2"), 7), NONE);
+        // A static member rejoining with a new id keeps its assignment, no rebalance.
+        let r = g.join(
+            JoinRequest {
+                instance_id: Some("static-2".into()),
+                ..join_req(5, "", &["range"])
+            },
+            3_000,
+        );
+        assert_eq!(joined(&r, 5).error, NONE);
+        assert_eq!(g.state(), State::Stable);
+        // Nobody heartbeats: the session timeout empties the group.
+        let mut t = 3_000;
+        while g.state() != State::Empty {
+            t += 1_000;
+            g.tick(t);
+            assert!(t < 3_000 + SESSION + REBALANCE + 10_000, "{:?}", g.state());
+        }
+        assert_eq!(g.generation(), 8);
+        let empty = GroupValue {
+            members: Vec::new(),
+            ..stored
+        };
+        assert_eq!(
+            Group::restore("g", GroupConfig::default(), &empty, 0).state(),
+            State::Empty
+        );
     }
 
     #[test]

@@ -289,6 +289,7 @@ async fn shard_main(
     }
     shard.spawn_mesh_receivers(receivers);
     glommio::spawn_local(Rc::clone(&shard.groups).run_timers()).detach();
+    glommio::spawn_local(Rc::clone(&shard.groups).run_offset_expiry()).detach();
     shard.apply_metadata(snapshot, clean).await;
     shard.load_group_offsets().await;
     // Accept only once every shard has its partitions open.

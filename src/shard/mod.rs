@@ -95,6 +95,10 @@ impl Shard {
         senders: Senders<ShardMessage>,
     ) -> Rc<Shard> {
         let group_config = config.group_config;
+        let offsets_retention = (
+            config.offsets_retention_ms,
+            Duration::from_millis(config.offsets_retention_check_ms),
+        );
         Rc::new(Shard {
             id,
             count,
@@ -110,7 +114,7 @@ impl Shard {
             stopping: Cell::new(false),
             stop_event: Event::new(),
             in_flight: Cell::new(0),
-            groups: Coordinator::new(group_config),
+            groups: Coordinator::new(group_config, offsets_retention.0, offsets_retention.1),
         })
     }
 
