@@ -1,0 +1,240 @@
+"""Consumer groups through kafka-python (the pure-Python client, its own implementation of
+the group protocol): members split a topic's partitions and read every message once, a
+killed consumer process is evicted after its session timeout, committed offsets survive
+consumer and broker restarts, and `shardlog group reset-offsets` moves a stopped group.
+Messages are produced with confluent-kafka, which is much faster at it.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from confluent_kafka import Producer
+from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.structs import OffsetAndMetadata
+
+from conftest import shardlog_binary, unique_topic, wait_until
+
+GROUP_SETTINGS = {"group.initial.rebalance.delay.ms": "0"}
+
+
+def create_topic(broker, topic, partitions):
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, client_id="py-groups-admin")
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        admin.close()
+
+
+def produce(broker, topic, n, partitions):
+    """n messages with value str(i), spread round-robin over the partitions."""
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5, "acks": "all"})
+    failures = []
+    for i in range(n):
+        while True:
+            try:
+                p.produce(
+                    topic,
+                    value=str(i).encode(),
+                    partition=i % partitions,
+                    on_delivery=lambda err, _m: err and failures.append(err),
+                )
+                break
+            except BufferError:
+                p.poll(0.05)
+        if i % 10000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+    assert not failures, failures[:3]
+
+
+def consumer(broker, group, topic=None, **kw):
+    cfg = dict(
+        bootstrap_servers=broker.bootstrap,
+        group_id=group,
+        client_id="py-groups",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=5000,
+        # kafka-python refuses frames over 1 MB by default, yet asks for up to 50 MB.
+        receive_message_max_bytes=64 << 20,
+    )
+    cfg.update(kw)
+    c = KafkaConsumer(**cfg)
+    if topic:
+        c.subscribe([topic])
+    return c
+
+
+def owned(c):
+    return sorted(tp.partition for tp in c.assignment())
+
+
+def test_three_consumers_split_twelve_partitions_and_read_everything_once(broker_factory):
+    broker = broker_factory(settings=GROUP_SETTINGS)
+    topic = unique_topic("groups")
+    create_topic(broker, topic, 12)
+    total = 300_000
+    produce(broker, topic, total, 12)
+
+    members = [consumer(broker, "py-trio", topic) for _ in range(3)]
+    seen = {}
+    try:
+        # Every member polls (joins) until all three own four partitions each.
+        def balanced():
+            for c in members:
+                for records in c.poll(timeout_ms=50).values():
+                    for r in records:
+                        seen[(r.partition, r.offset)] = seen.get((r.partition, r.offset), 0) + 1
+            return [len(owned(c)) for c in members] == [4, 4, 4]
+
+        wait_until(balanced, timeout=60, interval=0, message="three members with 4 partitions each")
+        assignments = [set(owned(c)) for c in members]
+        assert set().union(*assignments) == set(range(12))
+
+        deadline = time.monotonic() + 120
+        while len(seen) < total and time.monotonic() < deadline:
+            for c in members:
+                for tp, records in c.poll(timeout_ms=50).items():
+                    for r in records:
+                        seen[(r.partition, r.offset)] = seen.get((r.partition, r.offset), 0) + 1
+        assert len(seen) == total, "read %d of %d messages" % (len(seen), total)
+        duplicates = [k for k, n in seen.items() if n > 1]
+        assert not duplicates, "read more than once: %r" % duplicates[:5]
+        assert all(len(owned(c)) == 4 for c in members)
+    finally:
+        for c in members:
+            c.close()
+
+
+KILLABLE_CONSUMER = textwrap.dedent(
+    """
+    import sys
+    from kafka import KafkaConsumer
+    bootstrap, group, topic = sys.argv[1:4]
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id="py-victim",
+                      session_timeout_ms=6000, heartbeat_interval_ms=500,
+                      enable_auto_commit=False)
+    c.subscribe([topic])
+    while True:
+        c.poll(timeout_ms=100)
+        if c.assignment():
+            print("assigned", len(c.assignment()), flush=True)
+    """
+)
+
+
+def test_a_killed_consumer_process_is_evicted_and_its_partitions_reassigned(broker_factory):
+    broker = broker_factory(settings=GROUP_SETTINGS)
+    topic = unique_topic("victim")
+    create_topic(broker, topic, 12)
+    survivor = consumer(broker, "py-victims", topic)
+    victim = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE_CONSUMER, broker.bootstrap, "py-victims", topic],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(
+            lambda: survivor.poll(timeout_ms=100) is not None and len(owned(survivor)) == 6,
+            timeout=60,
+            interval=0,
+            message="the survivor sharing the partitions with the victim",
+        )
+        assert victim.stdout.readline().startswith(b"assigned")
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(10)
+        killed_at = time.monotonic()
+        wait_until(
+            lambda: survivor.poll(timeout_ms=100) is not None and len(owned(survivor)) == 12,
+            timeout=45,
+            interval=0,
+            message="the survivor taking over every partition",
+        )
+        took = time.monotonic() - killed_at
+        # Evicted by the session timeout (6 s), not sooner: the process never said goodbye.
+        assert took >= 4.0, "reassigned after %.1f s, before the session timeout" % took
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait(10)
+        survivor.close()
+
+
+def first_offset(broker, group, topic):
+    """Joins `group`, returns the offset of the first message it is given, and leaves."""
+    c = consumer(broker, group, topic)
+    try:
+        found = wait_until(
+            lambda: [r for rs in c.poll(timeout_ms=200).values() for r in rs],
+            timeout=30,
+            interval=0,
+            message="a first message",
+        )
+        return found[0].offset
+    finally:
+        c.close()
+
+
+def commit_at(broker, group, topic, offset):
+    c = consumer(broker, group, topic)
+    try:
+        wait_until(
+            lambda: c.poll(timeout_ms=100) is not None and owned(c) == [0],
+            timeout=30,
+            interval=0,
+            message="an assignment",
+        )
+        c.commit({TopicPartition(topic, 0): OffsetAndMetadata(offset, "", -1)})
+        assert c.committed(TopicPartition(topic, 0)) == offset
+    finally:
+        c.close()
+
+
+def test_committed_offsets_survive_consumer_and_broker_restarts(broker_factory):
+    broker = broker_factory(settings=GROUP_SETTINGS)
+    topic = unique_topic("resume")
+    create_topic(broker, topic, 1)
+    produce(broker, topic, 100, 1)
+    commit_at(broker, "py-resumers", topic, 40)
+    assert first_offset(broker, "py-resumers", topic) == 40
+    broker.restart(crash=True)
+    assert first_offset(broker, "py-resumers", topic) == 40
+    commit_at(broker, "py-resumers", topic, 70)
+    broker.restart()
+    assert first_offset(broker, "py-resumers", topic) == 70
+
+
+def test_reset_offsets_moves_a_stopped_group_and_it_resumes_there(broker_factory):
+    broker = broker_factory(settings=GROUP_SETTINGS)
+    topic = unique_topic("reset")
+    create_topic(broker, topic, 1)
+    produce(broker, topic, 100, 1)
+    commit_at(broker, "py-reset", topic, 100)
+
+    def reset(*target):
+        cmd = [shardlog_binary(), "group", "reset-offsets", "--bootstrap", broker.bootstrap]
+        cmd += ["py-reset", "--topic", topic] + list(target) + ["--execute"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+
+    wait_until(
+        lambda: "Empty" in subprocess.run(
+            [shardlog_binary(), "group", "list", "--bootstrap", broker.bootstrap],
+            capture_output=True,
+            text=True,
+        ).stdout,
+        message="the group to be empty",
+    )
+    reset("--to-offset", "25")
+    assert first_offset(broker, "py-reset", topic) == 25
+    reset("--to-earliest")
+    assert first_offset(broker, "py-reset", topic) == 0
+    reset("--shift-by", "60")
+    assert first_offset(broker, "py-reset", topic) == 60
