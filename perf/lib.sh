@@ -1,6 +1,6 @@
 # Shared by the perf scripts: build once, start a broker pinned to CPU 0 on a free port with
 # its data in a temporary directory, stop it and remove the data on exit.
-#   start_broker [--set key=value ...]   sets $addr and $broker_pid
+#   start_broker [--set key=value ...]   sets $addr and $broker_pid (KEEP_DATA=1: same data)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release -q
@@ -16,7 +16,8 @@ stop_broker() {
 trap 'stop_broker; rm -rf "$work"' EXIT
 start_broker() {
     stop_broker
-    rm -rf "$work/data" "$work/out"
+    [ -n "${KEEP_DATA:-}" ] || rm -rf "$work/data"
+    rm -f "$work/out"
     taskset -c 0 "$bin" broker --cores 1 --set listeners=PLAINTEXT://127.0.0.1:0 \
         --set "log.dirs=$work/data" "$@" >"$work/out" 2>"$work/broker.log" &
     broker_pid=$!

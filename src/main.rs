@@ -1,5 +1,5 @@
-//! The `shardlog` command: `broker` runs the broker; `topic`, `produce` and `consume` talk to a
-//! running broker through the project's own client.
+//! The `shardlog` command: `broker` runs the broker; `topic`, `produce`, `consume` and `group`
+//! talk to a running broker through the project's own client.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! `shardlog perf produce | consume`, with the options of Kafka's own perf tools
+//! `shardlog perf produce | consume | e2e | rebalance`, with the options of Kafka's own perf tools
 //! (`kafka-producer-perf-test`, `kafka-consumer-perf-test`) where they exist.
 
 use std::time::Duration;
@@ -69,6 +69,9 @@ fn consume_with(target: &Target, cfg: &ConsumeConfig) -> anyhow::Result<Stats> {
 
 #[derive(Subcommand)]
 pub enum PerfCommand {
+    /// Consumer-group timings with librdkafka: first assignment, N members joining, one more
+    /// member joining and leaving a stable group.
+    Rebalance(super::rebalance::RebalanceArgs),
     /// Produce records and report throughput and acknowledgement latency.
     Produce {
         #[command(flatten)]
@@ -230,6 +233,7 @@ fn report(stats: &Stats, what: &str, json: bool) {
 
 pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
     match cmd {
+        PerfCommand::Rebalance(args) => super::rebalance::run(args),
         PerfCommand::E2e {
             target,
             num_records,

@@ -7,6 +7,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod progress;
 pub mod rdkafka_load;
+pub mod rebalance;
 pub mod schedule;
 pub mod stats;
 pub mod tune;
