@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Does compaction stall its shard? Open-loop produce latency on one topic while the cleaner
-# compacts another on the same (single) shard, against the same workload once it is done.
+# compacts another on the same (single) shard, against the same workload before and after.
 # A compacted topic gets `records` 1 KiB keyed records twice (the second copy supersedes the
 # first) with the cleaner off; the broker restarts with the cleaner on (backoff 200 ms) and
 # the latency run starts at once. Broker (shard and its blocking pool) on CPU 0, load on CPU 1.
@@ -14,21 +14,21 @@ for _ in 1 2; do
     "$bin" perf produce --bootstrap-server "$addr" --topic table --keyed --cpus 1 --json \
         --num-records "$records" --producer-props acks=1 batch.size=1000000 linger.ms=5 >/dev/null
 done
-"$bin" perf produce --bootstrap-server "$addr" --topic latency --cpus 1 --num-records 1000 >/dev/null
-KEEP_DATA=1 start_broker --set log.cleaner.backoff.ms=200
 latency() {
     "$bin" perf produce --bootstrap-server "$addr" --topic latency --cpus 1 --json \
         --num-records 500000 --throughput 50000 --producer-props acks=1 linger.ms=1
 }
+sleep 5
+before=$(latency)
+KEEP_DATA=1 start_broker --set log.cleaner.backoff.ms=200
 during=$(latency)
 for _ in $(seq 600); do grep -q "compacted" "$work/broker.log" && break; sleep 0.1; done
-sleep 1
+sleep 5
 after=$(latency)
-echo "cleaner: $(grep -o 'compacted .*' "$work/broker.log" | head -3 | tr '\n' ' ')"
-grep -o '^[^ ]*' "$work/broker.log" | sed -n '1p;$p' | tr '\n' ' '; echo "(first/last broker log line)"
-grep "compacted" "$work/broker.log" | head -3
-for name in during after; do
+# The broker's start and the cleaner's report, with their times.
+grep -E "serving|compacted" "$work/broker.log" | cut -c1-27,60-
+for name in before during after; do
     out="${!name}"
-    echo "$name cleaning: p50 $(field p50 <<<"$out") ms, p99 $(field p99 <<<"$out") ms," \
+    echo "$name: p50 $(field p50 <<<"$out") ms, p99 $(field p99 <<<"$out") ms," \
         "p99.9 $(field p99.9 <<<"$out") ms, max $(field max <<<"$out") ms, $(field mb_per_sec <<<"$out") MB/s"
 done

@@ -180,6 +180,12 @@ pub struct Coordinator {
     /// `offsets.retention.minutes` in ms, and how often expiry runs.
     offsets_retention_ms: i64,
     offsets_retention_check: Duration,
+    /// Group metadata records are collected and written by one caller at a time, so a newer
+    /// shape is never appended before an older one.
+    metadata_writes: glommio::sync::Semaphore,
+    /// Commits (and deletes) hold it shared, expiry exclusively: an expired offset's
+    /// tombstone never lands after a newer commit of the same partition.
+    offsets_lock: glommio::sync::RwLock<()>,
     groups: RefCell<HashMap<String, Entry>>,
     waiters: RefCell<HashMap<Waiter, oneshot::Sender<Reply>>>,
     next_waiter: Cell<Waiter>,
@@ -203,6 +209,8 @@ impl Coordinator {
             config,
             offsets_retention_ms,
             offsets_retention_check,
+            metadata_writes: glommio::sync::Semaphore::new(1),
+            offsets_lock: glommio::sync::RwLock::new(()),
             groups: RefCell::new(HashMap::new()),
             waiters: RefCell::new(HashMap::new()),
             next_waiter: Cell::new(0),
@@ -300,6 +308,9 @@ impl Coordinator {
     /// Writes a group metadata record for every group that settled (Stable or Empty) in a
     /// shape not yet recorded. A group that never had members has nothing to record.
     async fn record_group_changes(&self) {
+        let Ok(_permit) = self.metadata_writes.acquire_permit(1).await else {
+            return;
+        };
         let now = now_wall_ms();
         let mut writes: Vec<(Rc<PartitionLog>, bytes::Bytes, bytes::Bytes)> = Vec::new();
         for (id, e) in self.groups.borrow_mut().iter_mut() {
@@ -412,6 +423,7 @@ impl Coordinator {
                     .iter()
                     .map(|((t, p), v)| (offset_key(group_id, t, *p), Some(v.encode())))
                     .collect();
+                let _shared = self.offsets_lock.read().await;
                 let code = persist(log.as_ref(), records).await;
                 if code != state::NONE {
                     return GroupAnswer::Codes(code, vec![code; n]);
@@ -687,12 +699,20 @@ impl Coordinator {
     }
 
     async fn expire_offsets(&self, now: i64) {
+        let Ok(_exclusive) = self.offsets_lock.write().await else {
+            return;
+        };
         let retention = self.offsets_retention_ms;
+        // Groups with offsets to expire, and Empty groups with none left (which go, as in
+        // Kafka's cleanup).
         let doomed: Vec<(String, Rc<PartitionLog>)> = self
             .groups
             .borrow()
             .iter()
-            .filter(|(_, e)| !e.expired_offsets(retention, now).is_empty())
+            .filter(|(_, e)| {
+                let empty = e.group.state() == State::Empty && e.offsets.is_empty();
+                empty || !e.expired_offsets(retention, now).is_empty()
+            })
             .filter_map(|(id, e)| Some((id.clone(), Rc::clone(e.log.as_ref()?))))
             .collect();
         for (id, log) in doomed {
@@ -715,7 +735,9 @@ impl Coordinator {
             if persist(Some(&log), tombstones).await != state::NONE {
                 continue;
             }
-            tracing::info!("group {id}: {} committed offsets expired", expired.len());
+            if !expired.is_empty() {
+                tracing::info!("group {id}: {} committed offsets expired", expired.len());
+            }
             let mut groups = self.groups.borrow_mut();
             if let Some(e) = groups.get_mut(&id) {
                 // An offset committed again while the tombstones were written stays.

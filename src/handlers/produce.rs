@@ -55,27 +55,19 @@ pub async fn handle(
                             "zstd needs Produce v7 or later",
                         ))
                     }
-                    Some(Ok(batches)) if compacted && !all_keyed(&batches).await => {
-                        Err(KafkaError::new(
+                    Some(Ok(batches)) if compacted => match all_keyed(&batches).await {
+                        Ok(true) => Ok(queue(&mut ops, &name, p.index, batches, acks)),
+                        Ok(false) => Err(KafkaError::new(
                             error::INVALID_RECORD,
                             format!(
                                 "Compacted topic cannot accept message without key in topic \
                                  partition {name}-{}.",
                                 p.index
                             ),
-                        ))
-                    }
-                    Some(Ok(batches)) => {
-                        ops.push(PartitionOp {
-                            topic: name.clone(),
-                            partition: p.index,
-                            kind: OpKind::Produce {
-                                batches,
-                                sync: acks == -1,
-                            },
-                        });
-                        Ok(ops.len() - 1)
-                    }
+                        )),
+                        Err(why) => Err(KafkaError::new(error::INVALID_RECORD, why)),
+                    },
+                    Some(Ok(batches)) => Ok(queue(&mut ops, &name, p.index, batches, acks)),
                     Some(Err(e)) => Err(e.into()),
                     None => Err(KafkaError::new(error::INVALID_RECORD, "no records")),
                 }
@@ -136,14 +128,40 @@ pub async fn handle(
     Ok(Some(response))
 }
 
+/// Adds an append to `ops`; its index there.
+fn queue(
+    ops: &mut Vec<PartitionOp>,
+    topic: &str,
+    partition: i32,
+    batches: record::ValidatedBatches,
+    acks: i16,
+) -> usize {
+    ops.push(PartitionOp {
+        topic: topic.to_string(),
+        partition,
+        kind: OpKind::Produce {
+            batches,
+            sync: acks == -1,
+        },
+    });
+    ops.len() - 1
+}
+
+/// Most bytes a compressed batch for a compacted topic may expand to when its keys are checked.
+const KEY_CHECK_LIMIT: usize = 64 << 20;
+
 /// Whether every record has a key (a compacted topic refuses records without one, as Kafka
-/// does). A compressed batch is decompressed off the executor.
-async fn all_keyed(batches: &record::ValidatedBatches) -> bool {
+/// does); an error naming the problem if the records are malformed. A compressed batch is
+/// decompressed off the executor.
+async fn all_keyed(batches: &record::ValidatedBatches) -> Result<bool, String> {
     let (records, ranges) = (batches.records.clone(), batches.batches.clone());
-    let check = move || {
-        ranges
-            .iter()
-            .all(|&(s, e)| record::compact::all_keyed(&records[s..e]) == Ok(true))
+    let check = move || -> Result<bool, String> {
+        for &(s, e) in &ranges {
+            if !record::compact::all_keyed(&records[s..e], KEY_CHECK_LIMIT)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     };
     if batches.compression() == 0 {
         check()

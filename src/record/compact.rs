@@ -18,7 +18,7 @@ use bytes::{BufMut, BytesMut};
 use super::builder::{compress, put_varint, Codec};
 use super::{
     codec, read_varint, BatchView, ATTRIBUTES, BASE_TIMESTAMP, CONTROL_FLAG, CRC, HEADER_LEN,
-    LAST_OFFSET_DELTA, MAX_TIMESTAMP, RECORD_COUNT, TIMESTAMP_TYPE_LOG_APPEND,
+    MAX_TIMESTAMP, RECORD_COUNT, TIMESTAMP_TYPE_LOG_APPEND,
 };
 
 /// Attribute bit 6: the base timestamp is the batch's delete horizon (KIP-534).
@@ -38,16 +38,19 @@ pub struct Record<'a> {
     rest: &'a [u8],
 }
 
-/// The uncompressed record section of a batch (borrowed when it is not compressed).
-fn record_section<'a>(view: &BatchView<'a>) -> Result<Cow<'a, [u8]>, String> {
+/// The uncompressed record section of a batch (borrowed when it is not compressed), at most
+/// `limit` bytes of it.
+fn record_section<'a>(view: &BatchView<'a>, limit: usize) -> Result<Cow<'a, [u8]>, String> {
     let body = &view.bytes[HEADER_LEN..];
     match view.compression() {
         0 => Ok(Cow::Borrowed(body)),
-        c => codec::decompress(c, body, DECOMPRESSED_LIMIT).map(Cow::Owned),
+        c => codec::decompress(c, body, limit).map(Cow::Owned),
     }
 }
 
-/// Parses every record of an uncompressed record section.
+/// Parses every record of an uncompressed record section. Offset deltas must increase and
+/// stay within the batch's `lastOffsetDelta`: a record claiming another batch's offset would
+/// make compaction delete that batch's records.
 fn parse<'a>(view: &BatchView<'_>, records: &'a [u8]) -> Result<Vec<Record<'a>>, String> {
     let broken = || {
         format!(
@@ -55,7 +58,9 @@ fn parse<'a>(view: &BatchView<'_>, records: &'a [u8]) -> Result<Vec<Record<'a>>,
             view.base_offset()
         )
     };
-    let mut out = Vec::with_capacity(view.record_count().max(0) as usize);
+    // Every record takes at least 7 bytes: a hostile count cannot reserve much.
+    let mut out = Vec::with_capacity((view.record_count().max(0) as usize).min(records.len() / 7));
+    let last_delta = view.last_offset_delta() as i64;
     let mut pos = 0;
     while pos < records.len() {
         let len = read_varint(records, &mut pos).ok_or_else(broken)?;
@@ -83,6 +88,16 @@ fn parse<'a>(view: &BatchView<'_>, records: &'a [u8]) -> Result<Vec<Record<'a>>,
             Some(key)
         };
         let value_len = read_varint(record, &mut at).ok_or_else(broken)?;
+        let after_previous = out
+            .last()
+            .is_none_or(|r: &Record<'_>| offset_delta > r.offset_delta);
+        if !(0..=last_delta).contains(&offset_delta) || !after_previous {
+            return Err(format!(
+                "batch at offset {} has a record at offset delta {offset_delta} (last delta \
+                 {last_delta}, or not after the record before it)",
+                view.base_offset()
+            ));
+        }
         out.push(Record {
             offset: view.base_offset().wrapping_add(offset_delta),
             timestamp: view.base_timestamp().wrapping_add(timestamp_delta),
@@ -104,17 +119,18 @@ pub fn keys(batch: &[u8]) -> Result<Vec<(Vec<u8>, i64)>, String> {
     if view.attributes() & CONTROL_FLAG != 0 {
         return Ok(Vec::new());
     }
-    let section = record_section(&view)?;
+    let section = record_section(&view, DECOMPRESSED_LIMIT)?;
     Ok(parse(&view, &section)?
         .into_iter()
         .filter_map(|r| r.key.map(|k| (k.to_vec(), r.offset)))
         .collect())
 }
 
-/// Whether every record of a batch has a key, as a compacted topic requires on produce.
-pub fn all_keyed(batch: &[u8]) -> Result<bool, String> {
+/// Whether every record of a batch has a key, as a compacted topic requires on produce; an
+/// error if its records are malformed or decompress to more than `limit` bytes.
+pub fn all_keyed(batch: &[u8], limit: usize) -> Result<bool, String> {
     let view = BatchView { bytes: batch };
-    let section = record_section(&view)?;
+    let section = record_section(&view, limit)?;
     Ok(parse(&view, &section)?.iter().all(|r| r.key.is_some()))
 }
 
@@ -153,7 +169,7 @@ pub fn filter(
     if view.attributes() & CONTROL_FLAG != 0 {
         return Ok(keep_whole);
     }
-    let section = record_section(&view)?;
+    let section = record_section(&view, DECOMPRESSED_LIMIT)?;
     let records = parse(&view, &section)?;
     let horizon = (view.attributes() & DELETE_HORIZON_FLAG != 0).then_some(view.base_timestamp());
     let kept: Vec<&Record<'_>> = records
@@ -189,7 +205,9 @@ pub fn filter(
     })
 }
 
-/// A batch like `view` holding only `kept` (in offset order), under `horizon` if set.
+/// A batch like `view` holding only `kept` (in offset order), under `horizon` if set. Its
+/// `lastOffsetDelta` stays the original's (as Kafka's `filterTo` keeps the last offset), so
+/// the batch still spans the offsets it did.
 fn rebuild(
     view: &BatchView<'_>,
     kept: &[&Record<'_>],
@@ -233,10 +251,8 @@ fn rebuild(
     if horizon.is_some() {
         attributes |= DELETE_HORIZON_FLAG;
     }
-    let last_delta = kept[kept.len() - 1].offset_delta as i32;
     out[8..12].copy_from_slice(&((len - 12) as i32).to_be_bytes());
     out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
-    out[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4].copy_from_slice(&last_delta.to_be_bytes());
     out[BASE_TIMESTAMP..BASE_TIMESTAMP + 8].copy_from_slice(&base_timestamp.to_be_bytes());
     out[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&max_timestamp.to_be_bytes());
     out[RECORD_COUNT..RECORD_COUNT + 4].copy_from_slice(&(kept.len() as i32).to_be_bytes());
@@ -263,7 +279,7 @@ mod tests {
 
     fn contents(batch: &[u8]) -> Vec<(i64, i64, Option<String>, bool)> {
         let view = crate::record::check_stored(batch).unwrap();
-        let section = record_section(&view).unwrap();
+        let section = record_section(&view, DECOMPRESSED_LIMIT).unwrap();
         parse(&view, &section)
             .unwrap()
             .iter()
@@ -382,5 +398,15 @@ mod tests {
         b[HEADER_LEN] = 0x7e; // a record length far past the end
         assert!(filter(&b, |_, _| false, 0, 0).is_err());
         assert!(keys(&b).is_err());
+        // A record past the batch's last offset delta would claim a later batch's offset.
+        let mut b = batch(
+            0,
+            &[(Some("a"), Some("1")), (Some("b"), Some("2"))],
+            Codec::None,
+        );
+        b[crate::record::LAST_OFFSET_DELTA..crate::record::LAST_OFFSET_DELTA + 4]
+            .copy_from_slice(&0i32.to_be_bytes());
+        assert!(keys(&b).unwrap_err().contains("offset delta 1"));
+        assert!(all_keyed(&b, 1 << 20).is_err());
     }
 }

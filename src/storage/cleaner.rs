@@ -11,8 +11,9 @@
 //! their key supersedes. Offsets never change; compacted segments take the originals' place
 //! through `PartitionLog::replace_segments`.
 //!
-//! Invariants: file reads, filtering and writes run on the blocking pool, one segment or group
-//! per step, so produce and fetch on the shard go on meanwhile; the key map is bounded by this
+//! Invariants: file reads, filtering and writes run on the shard's cleaner thread (pinned with
+//! the shard, under SCHED_IDLE: it takes the core only when the shard leaves it idle), one
+//! segment or group per step, so produce and fetch on the shard go on meanwhile; the key map is bounded by this
 //! shard's share of `log.cleaner.dedupe.buffer.size` (a pass that fills it cleans up to the
 //! last whole segment it mapped, and the next pass goes on from there).
 
@@ -98,7 +99,7 @@ async fn clean(
         }
         let file = reader(log, segment).await?;
         let size = segment.size;
-        let (m, b) = blocking(move || -> std::io::Result<_> {
+        let (m, b) = blocking(move || {
             for_each_batch(&file, size, |batch| {
                 let keys = compact::keys(batch).map_err(std::io::Error::other)?;
                 for (key, offset) in keys {
@@ -130,6 +131,9 @@ async fn clean(
         .take_while(|s| s.next_offset <= end)
         .count();
     for group in groups(&cleanable[..upto], config.segment_bytes) {
+        if log.is_closing() {
+            return Ok(report);
+        }
         let group_end = group[group.len() - 1].next_offset;
         let mut sources = Vec::with_capacity(group.len());
         for segment in group {
@@ -193,8 +197,59 @@ async fn reader(
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
-    glommio::executor().spawn_blocking(f).await
+type Job = Box<dyn FnOnce() + Send>;
+
+thread_local! {
+    /// This shard's cleaner thread (started on first use), fed jobs over a channel.
+    static WORKER: std::cell::RefCell<Option<std::sync::mpsc::Sender<Job>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Starts a cleaner thread: it inherits the shard's CPU pinning and runs under SCHED_IDLE, so
+/// it only gets the core when the shard has nothing to run.
+fn start_worker() -> std::io::Result<std::sync::mpsc::Sender<Job>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("shardlog-cleaner".into())
+        .spawn(move || {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: a syscall on the calling thread with a valid, initialised parameter.
+            if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+                tracing::warn!(
+                    "cleaner thread: cannot lower its priority: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            while let Ok(job) = rx.recv() {
+                job();
+            }
+        })?;
+    Ok(tx)
+}
+
+/// Runs CPU- and I/O-heavy cleaner work on this shard's cleaner thread and waits for it.
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<R> + Send + 'static,
+) -> std::io::Result<R> {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _ = tx.send(f());
+    });
+    WORKER.with(|worker| -> std::io::Result<()> {
+        let mut worker = worker.borrow_mut();
+        if worker.is_none() {
+            *worker = Some(start_worker()?);
+        }
+        match worker.as_ref().map(|w| w.send(job)) {
+            Some(Ok(())) => Ok(()),
+            _ => {
+                *worker = None; // the thread is gone: the next call starts another
+                Err(std::io::Error::other("the cleaner thread stopped"))
+            }
+        }
+    })?;
+    rx.await
+        .map_err(|_| std::io::Error::other("the cleaner thread stopped"))?
 }
 
 struct Written {

@@ -367,6 +367,14 @@ impl PartitionLog {
             }
             segments.insert(base, seg);
         }
+        // A closed segment spans offsets up to the next one's base, whatever its last batch
+        // (compaction may have removed the records at its end).
+        let bases: Vec<i64> = segments.keys().copied().collect();
+        for pair in bases.windows(2) {
+            if let Some(seg) = segments.get_mut(&pair[0]) {
+                seg.next_offset = pair[1];
+            }
+        }
         let (first_base, next_offset) = {
             let first = segments.values().next().map(|s| s.base_offset).unwrap_or(0);
             let last = segments
@@ -795,10 +803,12 @@ impl PartitionLog {
             if st.hot.front().is_some_and(|c| c.base_offset <= offset) {
                 return Ok(read_hot(&st.hot, offset, max_bytes));
             }
-            let Some((_, seg)) = st.segments.range(..=offset).next_back() else {
+            // Below every segment (the log start lies in a gap compaction left): the first.
+            let found = st.segments.range(..=offset).next_back();
+            let Some((_, seg)) = found.or_else(|| st.segments.iter().next()) else {
                 return Ok(Bytes::new());
             };
-            let rel = (offset - seg.base_offset) as u32;
+            let rel = (offset - seg.base_offset).max(0) as u32;
             (
                 Rc::clone(&seg.file),
                 seg.index.floor_position(rel) as u64,
@@ -885,10 +895,11 @@ impl PartitionLog {
         }
         let (mut file, mut path, mut pos, mut seg_base, mut size) = {
             let st = self.state.borrow();
-            let Some((_, seg)) = st.segments.range(..=offset).next_back() else {
+            let found = st.segments.range(..=offset).next_back();
+            let Some((_, seg)) = found.or_else(|| st.segments.iter().next()) else {
                 return Ok(Fetched::Memory(Bytes::new()));
             };
-            let rel = (offset - seg.base_offset) as u32;
+            let rel = (offset - seg.base_offset).max(0) as u32;
             (
                 Rc::clone(&seg.file),
                 seg.path("log"),
@@ -953,6 +964,7 @@ impl PartitionLog {
             .borrow()
             .segments
             .get(&seg_base)
+            .filter(|s| Rc::ptr_eq(&s.file, dma))
             .and_then(|s| s.sendfile_source.clone());
         if let Some(f) = cached {
             return Ok(f);
@@ -1094,9 +1106,12 @@ impl PartitionLog {
             let active_base = st.active().base_offset;
             let mut new_start = None;
             for s in st.segments.values() {
-                let expired = config.retention_ms >= 0
-                    && s.max_timestamp >= 0
-                    && now - s.max_timestamp > config.retention_ms;
+                // An empty closed segment (everything compacted away) holds nothing to keep.
+                let emptied = s.size == 0 && s.base_offset != active_base;
+                let expired = emptied
+                    || config.retention_ms >= 0
+                        && s.max_timestamp >= 0
+                        && now - s.max_timestamp > config.retention_ms;
                 let oversize =
                     config.retention_bytes >= 0 && total - s.size as i64 >= config.retention_bytes;
                 if !(expired || oversize) {
@@ -1169,8 +1184,16 @@ impl PartitionLog {
         (self.first_dirty.get(), self.tombstone_horizon.get())
     }
 
+    /// Whether the log is closing (shutdown, topic deleted): background work stops.
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
     /// Records the cleaner's progress, in memory and in the partition directory.
     pub async fn set_cleaner_progress(&self, first_dirty: i64, tombstone_horizon: i64) {
+        if self.closing.get() {
+            return;
+        }
         self.first_dirty.set(first_dirty);
         self.tombstone_horizon.set(tombstone_horizon);
         let path = self.dir.join(CLEANER_CHECKPOINT_FILE);
@@ -1263,6 +1286,8 @@ impl PartitionLog {
     /// active segment's padding so that a clean restart needs no scan.
     pub async fn close(&self) -> std::io::Result<()> {
         self.closing.set(true);
+        // A segment swap in progress finishes first; none starts after `closing`.
+        let _permit = self.segment_changes.acquire_permit(1).await;
         self.appender_wake.notify(usize::MAX);
         while self.appender_running.get() {
             let l = self.appender_done.listen();
