@@ -45,6 +45,10 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("log.cleaner.enable", "true"),
     ("log.cleaner.backoff.ms", "15000"),
     ("log.cleaner.dedupe.buffer.size", "134217728"),
+    (
+        "log.cleaner.io.max.bytes.per.second",
+        "1.7976931348623157E308",
+    ),
     ("log.cleaner.delete.retention.ms", "86400000"),
     ("log.cleaner.min.cleanable.ratio", "0.5"),
     ("log.cleaner.min.compaction.lag.ms", "0"),
@@ -92,6 +96,8 @@ pub struct BrokerConfig {
     pub cleaner_enable: bool,
     pub cleaner_backoff_ms: u64,
     pub cleaner_dedupe_buffer_bytes: usize,
+    /// `log.cleaner.io.max.bytes.per.second`, shared out among the shards.
+    pub cleaner_io_bytes_per_sec: f64,
     pub socket_request_max_bytes: usize,
     pub write_buffer_bytes: usize,
     pub hot_tail_bytes: usize,
@@ -315,6 +321,13 @@ impl BrokerConfig {
             cleaner_enable: parse_bool("log.cleaner.enable", get("log.cleaner.enable"))?,
             cleaner_backoff_ms: positive("log.cleaner.backoff.ms")? as u64,
             cleaner_dedupe_buffer_bytes: positive("log.cleaner.dedupe.buffer.size")? as usize,
+            cleaner_io_bytes_per_sec: match get("log.cleaner.io.max.bytes.per.second").parse() {
+                Ok(rate) if rate > 0.0 => rate,
+                _ => anyhow::bail!(
+                    "log.cleaner.io.max.bytes.per.second: '{}' is not a positive number",
+                    get("log.cleaner.io.max.bytes.per.second")
+                ),
+            },
             socket_request_max_bytes: positive("socket.request.max.bytes")? as usize,
             write_buffer_bytes,
             hot_tail_bytes: num("shardlog.hot.tail.bytes")?.max(0) as usize,

@@ -587,7 +587,10 @@ impl Shard {
             return;
         }
         let every = Duration::from_millis(self.config.cleaner_backoff_ms);
-        let map_budget = self.config.cleaner_dedupe_buffer_bytes / self.count.max(1);
+        let limits = crate::storage::cleaner::CleanerLimits {
+            map_budget: self.config.cleaner_dedupe_buffer_bytes / self.count.max(1),
+            io_bytes_per_sec: self.config.cleaner_io_bytes_per_sec / self.count.max(1) as f64,
+        };
         while !self.stopping.get() {
             let listener = self.stop_event.listen();
             futures_lite::future::or(listener, glommio::timer::sleep(every)).await;
@@ -595,8 +598,7 @@ impl Shard {
                 if self.stopping.get() {
                     return;
                 }
-                crate::storage::cleaner::clean_if_due(&log, map_budget, crate::storage::now_ms())
-                    .await;
+                crate::storage::cleaner::clean_if_due(&log, limits, crate::storage::now_ms()).await;
             }
         }
     }

@@ -31,6 +31,40 @@ use crate::record::framed_len;
 /// Bytes each map entry costs besides its key (hash table slot, the key's allocation header).
 const ENTRY_OVERHEAD: usize = 48;
 
+/// Bounds on a cleaner's resources, from the broker config.
+#[derive(Clone, Copy, Debug)]
+pub struct CleanerLimits {
+    /// Bytes the key map may take (this shard's share of `log.cleaner.dedupe.buffer.size`).
+    pub map_budget: usize,
+    /// `log.cleaner.io.max.bytes.per.second`: bytes read plus written.
+    pub io_bytes_per_sec: f64,
+}
+
+/// Keeps a job's reads and writes under a rate by sleeping (on the cleaner thread).
+struct Throttle {
+    rate: f64,
+    start: std::time::Instant,
+    bytes: std::cell::Cell<f64>,
+}
+
+impl Throttle {
+    fn new(rate: f64) -> Throttle {
+        Throttle {
+            rate,
+            start: std::time::Instant::now(),
+            bytes: std::cell::Cell::new(0.0),
+        }
+    }
+
+    fn account(&self, bytes: u64) {
+        self.bytes.set(self.bytes.get() + bytes as f64);
+        let due = std::time::Duration::from_secs_f64(self.bytes.get() / self.rate);
+        if let Some(ahead) = due.checked_sub(self.start.elapsed()) {
+            std::thread::sleep(ahead);
+        }
+    }
+}
+
 /// What a pass did, for the log line and tests.
 #[derive(Debug, Default)]
 pub struct PassReport {
@@ -40,7 +74,11 @@ pub struct PassReport {
 }
 
 /// Cleans `log` if it is due. `map_budget` bounds the key map in bytes.
-pub async fn clean_if_due(log: &PartitionLog, map_budget: usize, now: i64) -> Option<PassReport> {
+pub async fn clean_if_due(
+    log: &PartitionLog,
+    limits: CleanerLimits,
+    now: i64,
+) -> Option<PassReport> {
     let config = log.config();
     if !config.compact {
         return None;
@@ -72,7 +110,7 @@ pub async fn clean_if_due(log: &PartitionLog, map_budget: usize, now: i64) -> Op
     if !(ratio_due || lag_due || tombstones_due) {
         return None;
     }
-    match clean(log, &cleanable, dirty_from, map_budget, now).await {
+    match clean(log, &cleanable, dirty_from, limits, now).await {
         Ok(report) => Some(report),
         Err(e) => {
             tracing::warn!("{}: compaction failed: {e}", log.dir.display());
@@ -85,9 +123,11 @@ async fn clean(
     log: &PartitionLog,
     cleanable: &[ClosedSegment],
     dirty_from: usize,
-    map_budget: usize,
+    limits: CleanerLimits,
     now: i64,
 ) -> std::io::Result<PassReport> {
+    let map_budget = limits.map_budget;
+    let rate = limits.io_bytes_per_sec;
     let config = log.config();
     // 1. Newest offset of each key in the dirty segments, a segment per step.
     let mut map: HashMap<Vec<u8>, i64> = HashMap::new();
@@ -100,7 +140,8 @@ async fn clean(
         let file = reader(log, segment).await?;
         let size = segment.size;
         let (m, b) = blocking(move || {
-            for_each_batch(&file, size, |batch| {
+            let throttle = Throttle::new(rate);
+            for_each_batch(&file, size, &throttle, |batch| {
                 let keys = compact::keys(batch).map_err(std::io::Error::other)?;
                 for (key, offset) in keys {
                     let len = key.len();
@@ -146,7 +187,7 @@ async fn clean(
             config.delete_retention_ms,
         );
         let written =
-            blocking(move || write_cleaned(&sources, &map, &path, now, retention)).await?;
+            blocking(move || write_cleaned(&sources, &map, &path, now, retention, rate)).await?;
         report.segments_in += group.len();
         report.bytes_in += group.iter().map(|s| s.size).sum::<u64>();
         report.bytes_out += written.bytes;
@@ -155,6 +196,12 @@ async fn clean(
         }
         horizon = horizon.min(written.tombstone_horizon);
     }
+    // Freeing a large map takes a while: on the cleaner thread, not the shard's.
+    blocking(move || {
+        drop(map);
+        Ok(())
+    })
+    .await?;
     log.set_cleaner_progress(end, horizon).await;
     tracing::info!(
         "{}: compacted {} segments below offset {end}: {} -> {} bytes",
@@ -264,16 +311,19 @@ fn write_cleaned(
     path: &PathBuf,
     now: i64,
     delete_retention_ms: i64,
+    io_bytes_per_sec: f64,
 ) -> std::io::Result<Written> {
+    let throttle = Throttle::new(io_bytes_per_sec);
     let file = std::fs::File::create(path)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, &file);
     let mut written = Written {
         bytes: 0,
         tombstone_horizon: i64::MAX,
     };
+    let mut synced = 0u64;
     let superseded = |key: &[u8], offset: i64| map.get(key).is_some_and(|&newest| newest > offset);
     for (source, size) in sources {
-        for_each_batch(source, *size, |batch| {
+        for_each_batch(source, *size, &throttle, |batch| {
             let outcome = compact::filter(batch, superseded, now, delete_retention_ms)
                 .map_err(std::io::Error::other)?;
             if let Some(h) = outcome.tombstone_horizon {
@@ -286,6 +336,14 @@ fn write_cleaned(
             };
             out.write_all(bytes)?;
             written.bytes += bytes.len() as u64;
+            if written.bytes - synced >= SYNC_STEP {
+                // Write back as we go: one large flush at the end would hold the device (and
+                // the file system journal) long enough to stall the shard's appends.
+                out.flush()?;
+                sync_range(&file, synced, written.bytes - synced)?;
+                throttle.account(written.bytes - synced);
+                synced = written.bytes;
+            }
             Ok(())
         })?;
     }
@@ -295,10 +353,28 @@ fn write_cleaned(
     Ok(written)
 }
 
+/// Bytes of a compacted segment written between write-backs.
+const SYNC_STEP: u64 = 4 << 20;
+
+/// Starts writing back `len` bytes of `file` from `from` and waits for them.
+fn sync_range(file: &std::fs::File, from: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: a syscall on a file descriptor this function borrows for its duration.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), from as i64, len as i64, flags) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Calls `f` with each whole batch of the first `size` bytes of `file`, read in large chunks.
 fn for_each_batch(
     file: &std::fs::File,
     size: u64,
+    throttle: &Throttle,
     mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     const CHUNK: u64 = 8 << 20;
@@ -307,6 +383,7 @@ fn for_each_batch(
     while pos < size {
         buf.resize(CHUNK.min(size - pos) as usize, 0);
         file.read_exact_at(&mut buf, pos)?;
+        throttle.account(buf.len() as u64);
         let mut at = 0;
         while let Some(len) = framed_len(&buf[at..]) {
             if at + len > buf.len() {

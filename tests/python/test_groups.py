@@ -86,17 +86,19 @@ def test_three_consumers_split_twelve_partitions_and_read_everything_once(broker
     members = [consumer(broker, "py-trio", topic) for _ in range(3)]
     seen = {}
     try:
-        # Every member polls (joins) until all three own four partitions each.
+        # Every member polls (joins) until all three own four partitions each. Nothing is
+        # committed, so what a member reads before the final assignment its successor would
+        # read again: reading starts from the beginning once the group is balanced.
         def balanced():
             for c in members:
-                for records in c.poll(timeout_ms=50).values():
-                    for r in records:
-                        seen[(r.partition, r.offset)] = seen.get((r.partition, r.offset), 0) + 1
+                c.poll(timeout_ms=50)
             return [len(owned(c)) for c in members] == [4, 4, 4]
 
         wait_until(balanced, timeout=60, interval=0, message="three members with 4 partitions each")
         assignments = [set(owned(c)) for c in members]
         assert set().union(*assignments) == set(range(12))
+        for c in members:
+            c.seek_to_beginning()
 
         deadline = time.monotonic() + 120
         while len(seen) < total and time.monotonic() < deadline:
@@ -111,6 +113,33 @@ def test_three_consumers_split_twelve_partitions_and_read_everything_once(broker
     finally:
         for c in members:
             c.close()
+
+
+def test_a_consumer_that_leaves_hands_its_partitions_over(broker_factory):
+    broker = broker_factory(settings=GROUP_SETTINGS)
+    topic = unique_topic("leave")
+    create_topic(broker, topic, 12)
+    stays, leaves = consumer(broker, "py-leavers", topic), consumer(broker, "py-leavers", topic)
+    try:
+        wait_until(
+            lambda: [len(owned(c)) for c in (stays, leaves) if c.poll(timeout_ms=50) is not None]
+            == [6, 6],
+            timeout=60,
+            interval=0,
+            message="two members with 6 partitions each",
+        )
+        leaves.close()  # LeaveGroup: no waiting for the session timeout
+        closed_at = time.monotonic()
+        wait_until(
+            lambda: stays.poll(timeout_ms=50) is not None and len(owned(stays)) == 12,
+            timeout=30,
+            interval=0,
+            message="the remaining member taking over",
+        )
+        took = time.monotonic() - closed_at
+        assert took < 5.0, "hand-over took %.1f s, as long as a session timeout" % took
+    finally:
+        stays.close()
 
 
 KILLABLE_CONSUMER = textwrap.dedent(
