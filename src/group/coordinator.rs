@@ -10,11 +10,11 @@
 //! shard owns), appended and fdatasync'ed before a commit is acknowledged, and read back into
 //! memory when the shard starts (`load`). Deleted offsets and groups are written as
 //! tombstones. Group metadata (generation, protocol, leader, members and their assignments) is
-//! recorded each time a group settles (Stable or Empty) in a new shape, after the answers of
-//! that rebalance went out, and restored at start, so a restarted broker keeps the group's
-//! generation and static members. Offsets expire after `offsets.retention.minutes`: those of
-//! an Empty group counted from when it became empty, those of a group that never had members
-//! (simple commits) from their commit.
+//! recorded each time a group settles (Stable or Empty) in a new shape (for a completed
+//! SyncGroup, before its answers go out) and restored at start, so a restarted broker keeps
+//! the group's generation and static members. Offsets expire after
+//! `offsets.retention.minutes`: those of an Empty group counted from when it became empty,
+//! those of a group that never had members (simple commits) from their commit.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -353,13 +353,19 @@ impl Coordinator {
             }
             GroupCall::Sync(req) => {
                 let (waiter, rx) = self.park();
-                let known = self.with_group(group_id, false, log.as_ref(), |e, now| {
-                    ((), e.group.sync(waiter, req, now))
+                // The answers are held back (an empty list to dispatch) until the group's new
+                // metadata is on disk, as Kafka's storeGroup precedes the SyncGroup answers.
+                let answers = self.with_group(group_id, false, log.as_ref(), |e, now| {
+                    (e.group.sync(waiter, req, now), Vec::new())
                 });
-                if known.is_none() {
+                let Some(answers) = answers else {
                     self.waiters.borrow_mut().remove(&waiter);
                     return GroupAnswer::Code(state::UNKNOWN_MEMBER_ID);
+                };
+                if !answers.is_empty() {
+                    self.record_group_changes().await;
                 }
+                self.dispatch(answers);
                 match rx.await {
                     Ok(Reply::Sync(_, r)) => GroupAnswer::Sync(r),
                     _ => GroupAnswer::Code(state::COORDINATOR_NOT_AVAILABLE),
