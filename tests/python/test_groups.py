@@ -247,20 +247,23 @@ def test_reset_offsets_moves_a_stopped_group_and_it_resumes_there(broker_factory
     produce(broker, topic, 100, 1)
     commit_at(broker, "py-reset", topic, 100)
 
+    def state():
+        out = subprocess.run(
+            [shardlog_binary(), "group", "list", "--bootstrap", broker.bootstrap],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        return {row.split()[0]: row.split()[-1] for row in out.splitlines()[1:] if row.strip()}
+
     def reset(*target):
+        # A member that just left has the group Empty at once; wait for it all the same.
+        wait_until(lambda: state().get("py-reset") == "Empty", message="the group to be empty")
         cmd = [shardlog_binary(), "group", "reset-offsets", "--bootstrap", broker.bootstrap]
         cmd += ["py-reset", "--topic", topic] + list(target) + ["--execute"]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
 
-    wait_until(
-        lambda: "Empty" in subprocess.run(
-            [shardlog_binary(), "group", "list", "--bootstrap", broker.bootstrap],
-            capture_output=True,
-            text=True,
-        ).stdout,
-        message="the group to be empty",
-    )
     reset("--to-offset", "25")
     assert first_offset(broker, "py-reset", topic) == 25
     reset("--to-earliest")
