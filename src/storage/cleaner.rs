@@ -65,23 +65,11 @@ impl Throttle {
     }
 }
 
-/// What a pass did, for the log line and tests.
-#[derive(Debug, Default)]
-pub struct PassReport {
-    pub segments_in: usize,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-}
-
-/// Cleans `log` if it is due. `map_budget` bounds the key map in bytes.
-pub async fn clean_if_due(
-    log: &PartitionLog,
-    limits: CleanerLimits,
-    now: i64,
-) -> Option<PassReport> {
+/// Cleans `log` if it is due; `limits` bound the pass's memory and I/O rate.
+pub async fn clean_if_due(log: &PartitionLog, limits: CleanerLimits, now: i64) {
     let config = log.config();
     if !config.compact {
-        return None;
+        return;
     }
     let (closed, log_start) = log.closed_segments();
     let lag_limit = now.saturating_sub(config.min_compaction_lag_ms);
@@ -91,7 +79,7 @@ pub async fn clean_if_due(
         .take_while(|s| config.min_compaction_lag_ms == 0 || s.max_timestamp <= lag_limit)
         .collect();
     if cleanable.is_empty() {
-        return None;
+        return;
     }
     let (first_dirty, horizon) = log.cleaner_progress();
     let dirty_from = cleanable
@@ -108,14 +96,10 @@ pub async fn clean_if_due(
     });
     let tombstones_due = horizon <= now;
     if !(ratio_due || lag_due || tombstones_due) {
-        return None;
+        return;
     }
-    match clean(log, &cleanable, dirty_from, limits, now).await {
-        Ok(report) => Some(report),
-        Err(e) => {
-            tracing::warn!("{}: compaction failed: {e}", log.dir.display());
-            None
-        }
+    if let Err(e) = clean(log, &cleanable, dirty_from, limits, now).await {
+        tracing::warn!("{}: compaction failed: {e}", log.dir.display());
     }
 }
 
@@ -125,7 +109,7 @@ async fn clean(
     dirty_from: usize,
     limits: CleanerLimits,
     now: i64,
-) -> std::io::Result<PassReport> {
+) -> std::io::Result<()> {
     let map_budget = limits.map_budget;
     let rate = limits.io_bytes_per_sec;
     let config = log.config();
@@ -165,7 +149,7 @@ async fn clean(
     let map = Arc::new(map);
 
     // 2. Rewrite the segments below `end` in groups that fit one segment.
-    let mut report = PassReport::default();
+    let (mut segments_in, mut bytes_in, mut bytes_out) = (0usize, 0u64, 0u64);
     let mut horizon = i64::MAX;
     let upto = cleanable
         .iter()
@@ -173,7 +157,7 @@ async fn clean(
         .count();
     for group in groups(&cleanable[..upto], config.segment_bytes) {
         if log.is_closing() {
-            return Ok(report);
+            return Ok(());
         }
         let group_end = group[group.len() - 1].next_offset;
         let mut sources = Vec::with_capacity(group.len());
@@ -188,11 +172,11 @@ async fn clean(
         );
         let written =
             blocking(move || write_cleaned(&sources, &map, &path, now, retention, rate)).await?;
-        report.segments_in += group.len();
-        report.bytes_in += group.iter().map(|s| s.size).sum::<u64>();
-        report.bytes_out += written.bytes;
+        segments_in += group.len();
+        bytes_in += group.iter().map(|s| s.size).sum::<u64>();
+        bytes_out += written.bytes;
         if !log.replace_segments(group, group_end, &out_path).await? {
-            return Ok(report); // the log changed under us: the next pass starts over
+            return Ok(()); // the log changed under us: the next pass starts over
         }
         horizon = horizon.min(written.tombstone_horizon);
     }
@@ -204,13 +188,10 @@ async fn clean(
     .await?;
     log.set_cleaner_progress(end, horizon).await;
     tracing::info!(
-        "{}: compacted {} segments below offset {end}: {} -> {} bytes",
+        "{}: compacted {segments_in} segments below offset {end}: {bytes_in} -> {bytes_out} bytes",
         log.dir.display(),
-        report.segments_in,
-        report.bytes_in,
-        report.bytes_out
     );
-    Ok(report)
+    Ok(())
 }
 
 /// Consecutive runs of segments whose total size fits one segment and whose offsets fit the
