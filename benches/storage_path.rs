@@ -1,5 +1,6 @@
 //! Criterion benches of the broker's work that needs the glommio runtime: appending a 1 MiB
-//! produce batch to a partition log (acks=1: written; acks=-1: written and fdatasync'ed),
+//! produce batch to a partition (acks=1: written; acks=-1: the high watermark passed it, which
+//! under the default flush rule means fdatasync'ed),
 //! fetching 1 MiB from the in-memory hot tail and from disk (O_DIRECT), and a cross-shard
 //! round trip over the same channel mesh and oneshot answer `Shard::call` uses.
 //! `cargo bench --bench storage_path`. Data goes to a temporary directory under $TMPDIR.
@@ -13,6 +14,7 @@ use futures::channel::oneshot;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 use shardlog::config::LogConfig;
+use shardlog::partition::{Acks, Durability, Entry, Isolation, Partition, PartitionSettings};
 use shardlog::record::builder::{BatchBuilder, Codec};
 use shardlog::storage::log::{LogSettings, PartitionLog};
 
@@ -46,23 +48,31 @@ fn log_config() -> LogConfig {
     }
 }
 
-async fn new_log(dir: &std::path::Path, topic: &str, hot_tail_bytes: usize) -> Rc<PartitionLog> {
+async fn new_log(dir: &std::path::Path, topic: &str, hot_tail_bytes: usize) -> Rc<Partition> {
     let settings = LogSettings {
         write_buffer_bytes: MIB,
         hot_tail_bytes,
         max_pending_bytes: 32 * MIB,
     };
-    PartitionLog::create(
-        dir,
-        topic,
-        [7; 16],
-        0,
-        log_config(),
-        settings,
-        Rc::new(event_listener::Event::new()),
-    )
-    .await
-    .expect("create partition log")
+    let log = PartitionLog::create(dir, topic, [7; 16], 0, log_config(), settings)
+        .await
+        .expect("create partition log");
+    let settings = PartitionSettings {
+        durability: Durability::Sync,
+        max_pending_bytes: 32 * MIB,
+        write_buffer_bytes: MIB,
+    };
+    Partition::open(log, settings, Rc::new(event_listener::Event::new()))
+        .await
+        .expect("open partition")
+}
+
+async fn append_one(p: &Rc<Partition>, batches: &shardlog::record::ValidatedBatches, acks: Acks) {
+    let entry = Entry::Data {
+        batches: batches.clone(),
+        origin: shardlog::partition::producer_state::Origin::Client,
+    };
+    p.append_now(entry, acks, None).await.expect("append");
 }
 
 fn append(c: &mut Criterion, ex: &LocalExecutor, dir: &std::path::Path) {
@@ -71,13 +81,13 @@ fn append(c: &mut Criterion, ex: &LocalExecutor, dir: &std::path::Path) {
     let log = ex.run(new_log(dir, "append", 8 * MIB));
     let mut g = c.benchmark_group("segment_append");
     g.throughput(Throughput::Bytes(batch.len() as u64));
-    for (name, sync) in [("1MiB_acks1", false), ("1MiB_fdatasync", true)] {
+    for (name, acks) in [("1MiB_acks1", Acks::Leader), ("1MiB_fdatasync", Acks::All)] {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 ex.run(async {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        log.append(validated.clone(), sync).await.expect("append");
+                        append_one(&log, &validated, acks).await;
                     }
                     start.elapsed()
                 })
@@ -98,7 +108,7 @@ fn fetch(c: &mut Criterion, ex: &LocalExecutor, dir: &std::path::Path) {
         let log = ex.run(async {
             let log = new_log(dir, name, hot_tail).await;
             for _ in 0..64 {
-                log.append(validated.clone(), false).await.expect("append");
+                append_one(&log, &validated, Acks::All).await;
             }
             log
         });
@@ -110,7 +120,10 @@ fn fetch(c: &mut Criterion, ex: &LocalExecutor, dir: &std::path::Path) {
                     for i in 0..iters {
                         // Walk the log so cold reads are not served by the device's cache.
                         let offset = (i as i64 * 997) % end;
-                        let bytes = log.read(offset, MIB).await.expect("read");
+                        let bytes = log
+                            .read(offset, MIB, Isolation::ReadUncommitted, false)
+                            .await
+                            .expect("read");
                         assert!(!bytes.is_empty());
                     }
                     start.elapsed()

@@ -3,6 +3,7 @@
 //! Module map: `config` (Kafka-named settings), `metadata` (topic table, placement),
 //! `server` (process, listeners, connections), `shard` (executors, mesh, routing, admin),
 //! `protocol` (API table, framing, error codes), `handlers` (one per Kafka API),
+//! `partition` (per-partition owner: log, producer state, offsets),
 //! `storage` (segments, indexes, recovery, retention), `record` (batch validation),
 //! `client` (the project's own Kafka client, used by the CLI), `alloc` (allocation guard).
 
@@ -12,6 +13,7 @@ pub mod config;
 pub mod group;
 pub mod handlers;
 pub mod metadata;
+pub mod partition;
 pub mod perf;
 pub mod protocol;
 pub mod record;

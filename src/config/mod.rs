@@ -73,6 +73,7 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("shardlog.connection.max.inflight.requests", "64"),
     ("shardlog.partition.max.pending.bytes", "33554432"),
     ("shardlog.fetch.zero.copy", "true"),
+    ("shardlog.log.durability", "sync"),
     ("shardlog.io.memory.bytes", "134217728"),
 ];
 
@@ -115,6 +116,8 @@ pub struct BrokerConfig {
     pub group_config: crate::group::state::GroupConfig,
     /// Send records on disk with sendfile instead of reading them into memory first.
     pub fetch_zero_copy: bool,
+    /// `shardlog.log.durability`: what the high watermark waits for (fdatasync or the write).
+    pub durability: crate::partition::Durability,
     /// Defaults for topic configs, derived from the `log.*` keys.
     pub log_defaults: LogConfig,
 }
@@ -350,6 +353,13 @@ impl BrokerConfig {
                 "shardlog.fetch.zero.copy",
                 get("shardlog.fetch.zero.copy"),
             )?,
+            durability: match get("shardlog.log.durability") {
+                "sync" => crate::partition::Durability::Sync,
+                "write" => crate::partition::Durability::Write,
+                other => {
+                    anyhow::bail!("shardlog.log.durability: '{other}' is not 'sync' or 'write'")
+                }
+            },
             log_defaults,
             values,
         };

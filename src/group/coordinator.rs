@@ -29,8 +29,9 @@ use super::state::{
     self, Group, GroupConfig, JoinRequest, JoinResponse, Ms, Reply, State, SyncRequest,
     SyncResponse, Waiter,
 };
+use crate::partition::producer_state::Origin;
+use crate::partition::{self, Acks, Partition};
 use crate::record::builder::{BatchBuilder, Codec};
-use crate::storage::PartitionLog;
 
 /// A request for the coordinator of `group`.
 pub enum GroupCall {
@@ -88,7 +89,7 @@ struct Entry {
     group: Group,
     offsets: BTreeMap<(String, i32), OffsetValue>,
     /// The group's `__consumer_offsets` partition.
-    log: Option<Rc<PartitionLog>>,
+    log: Option<Rc<Partition>>,
     /// The shape last recorded as group metadata.
     recorded: Option<Shape>,
     /// Wall-clock time the group last settled in a new shape (became Empty, for expiry).
@@ -273,7 +274,7 @@ impl Coordinator {
         &self,
         id: &str,
         create: bool,
-        log: Option<&Rc<PartitionLog>>,
+        log: Option<&Rc<Partition>>,
         f: impl FnOnce(&mut Entry, Ms) -> (R, Vec<Reply>),
     ) -> Option<R> {
         let now = self.now();
@@ -298,7 +299,7 @@ impl Coordinator {
         &self,
         group_id: &str,
         call: GroupCall,
-        log: Option<Rc<PartitionLog>>,
+        log: Option<Rc<Partition>>,
     ) -> GroupAnswer {
         let answer = self.answer(group_id, call, log).await;
         self.record_group_changes().await;
@@ -312,7 +313,7 @@ impl Coordinator {
             return;
         };
         let now = now_wall_ms();
-        let mut writes: Vec<(Rc<PartitionLog>, bytes::Bytes, bytes::Bytes)> = Vec::new();
+        let mut writes: Vec<(Rc<Partition>, bytes::Bytes, bytes::Bytes)> = Vec::new();
         for (id, e) in self.groups.borrow_mut().iter_mut() {
             if !matches!(e.group.state(), State::Stable | State::Empty) {
                 continue;
@@ -337,7 +338,7 @@ impl Coordinator {
         &self,
         group_id: &str,
         call: GroupCall,
-        log: Option<Rc<PartitionLog>>,
+        log: Option<Rc<Partition>>,
     ) -> GroupAnswer {
         match call {
             GroupCall::Join(mut req) => {
@@ -570,17 +571,21 @@ impl Coordinator {
 
     /// Reads a `__consumer_offsets` partition from its start and installs the offsets it
     /// holds (the newest record of each key wins; a tombstone removes the key).
-    pub async fn load(&self, log: &Rc<PartitionLog>) {
+    pub async fn load(&self, log: &Rc<Partition>) {
         let mut metadata: HashMap<String, GroupValue> = HashMap::new();
         let mut offset = log.log_start_offset();
         let end = log.high_watermark();
         let mut loaded = 0usize;
         while offset < end {
-            let bytes = match log.read(offset, 1 << 20).await {
+            let bytes = match log
+                .log
+                .read(offset, 1 << 20, crate::storage::Bound::END)
+                .await
+            {
                 Ok(b) if !b.is_empty() => b,
                 Ok(_) => break,
                 Err(e) => {
-                    tracing::error!("{}: cannot read offsets: {e:?}", log.dir.display());
+                    tracing::error!("{}: cannot read offsets: {e}", log.log.dir.display());
                     break;
                 }
             };
@@ -593,7 +598,7 @@ impl Coordinator {
                 Ok(r) if !r.is_empty() => r,
                 Ok(_) => break,
                 Err(e) => {
-                    tracing::error!("{}: damaged offsets batch: {e}", log.dir.display());
+                    tracing::error!("{}: damaged offsets batch: {e}", log.log.dir.display());
                     break;
                 }
             };
@@ -611,7 +616,7 @@ impl Coordinator {
                             Some(Ok(v)) => {
                                 metadata.insert(group, v);
                             }
-                            Some(Err(e)) => tracing::warn!("{}: {e}", log.dir.display()),
+                            Some(Err(e)) => tracing::warn!("{}: {e}", log.log.dir.display()),
                             None => {
                                 metadata.remove(&group);
                             }
@@ -630,7 +635,7 @@ impl Coordinator {
                         entry.offsets.insert((topic, partition), v);
                         loaded += 1;
                     }
-                    Some(Err(e)) => tracing::warn!("{}: {e}", log.dir.display()),
+                    Some(Err(e)) => tracing::warn!("{}: {e}", log.log.dir.display()),
                     None => {
                         entry.offsets.remove(&(topic, partition));
                     }
@@ -656,7 +661,10 @@ impl Coordinator {
             .borrow_mut()
             .retain(|_, e| !e.offsets.is_empty() || e.group.state() != State::Empty);
         if loaded > 0 {
-            tracing::info!("{}: loaded {loaded} committed offsets", log.dir.display());
+            tracing::info!(
+                "{}: loaded {loaded} committed offsets",
+                log.log.dir.display()
+            );
         }
     }
 
@@ -711,7 +719,7 @@ impl Coordinator {
         let retention = self.offsets_retention_ms;
         // Groups with offsets to expire, and Empty groups with none left (which go, as in
         // Kafka's cleanup).
-        let doomed: Vec<(String, Rc<PartitionLog>)> = self
+        let doomed: Vec<(String, Rc<Partition>)> = self
             .groups
             .borrow()
             .iter()
@@ -778,7 +786,7 @@ fn offset_key(group: &str, topic: &str, partition: i32) -> bytes::Bytes {
 /// Appends records (a `None` value is a tombstone) to the group's `__consumer_offsets`
 /// partition and waits until they are fdatasync'ed.
 async fn persist(
-    log: Option<&Rc<PartitionLog>>,
+    log: Option<&Rc<Partition>>,
     records: Vec<(bytes::Bytes, Option<bytes::Bytes>)>,
 ) -> i16 {
     if records.is_empty() {
@@ -798,10 +806,14 @@ async fn persist(
     let Ok(validated) = crate::record::validate_batches(bytes, usize::MAX) else {
         return state::COORDINATOR_NOT_AVAILABLE;
     };
-    match log.append(validated, true).await {
+    let entry = partition::Entry::Data {
+        batches: validated,
+        origin: Origin::Coordinator,
+    };
+    match log.append_now(entry, Acks::All, None).await {
         Ok(_) => state::NONE,
         Err(e) => {
-            tracing::error!("{}: cannot record offsets: {e:?}", log.dir.display());
+            tracing::error!("{}: cannot record offsets: {e}", log.log.dir.display());
             state::COORDINATOR_NOT_AVAILABLE
         }
     }

@@ -36,7 +36,7 @@ pub async fn handle(
             match outcomes.next() {
                 Some(Ok(OpResult::LowWatermark(low))) => part.low_watermark = low,
                 Some(Err((e, _))) => {
-                    part.error_code = e.code;
+                    part.error_code = crate::protocol::error::KafkaError::from(&e).code;
                     part.low_watermark = -1;
                 }
                 _ => part.error_code = crate::protocol::error::UNKNOWN_SERVER_ERROR,

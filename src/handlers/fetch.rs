@@ -2,15 +2,22 @@
 //! waits (up to `max_wait_ms`) for any of the partitions to get data, then reads again.
 //! `max_bytes` caps the whole response, `partition_max_bytes` each partition, but the first
 //! batch with data is always whole (KIP-74). No fetch sessions: the answer's session id is 0.
+//! Under read_uncommitted a reader sees up to the high watermark; under read_committed
+//! (`isolation_level` 1) up to the last stable offset, with the aborted transactions of what it
+//! read listed so it can drop their records (`aborted_transactions`, null otherwise).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 
+use crate::partition::Isolation;
+use crate::protocol::error::KafkaError;
 use crate::shard::{OpKind, OpOutcome, OpResult, PartitionOp, Shard, ShardRequest};
 use crate::storage::log::{Fetched, FileSlice};
 
@@ -23,7 +30,7 @@ struct Wanted {
     seen: i64,
 }
 
-fn ops(wanted: &[Wanted]) -> Vec<PartitionOp> {
+fn ops(wanted: &[Wanted], isolation: Isolation) -> Vec<PartitionOp> {
     wanted
         .iter()
         .map(|w| PartitionOp {
@@ -32,6 +39,7 @@ fn ops(wanted: &[Wanted]) -> Vec<PartitionOp> {
             kind: OpKind::Fetch {
                 offset: w.offset,
                 max_bytes: w.max_bytes,
+                isolation,
             },
         })
         .collect()
@@ -109,7 +117,8 @@ pub async fn handle(
             });
         }
     }
-    let mut outcomes = shard.run_partition_ops(ops(&wanted)).await;
+    let isolation = Isolation::from_level(request.isolation_level);
+    let mut outcomes = shard.run_partition_ops(ops(&wanted, isolation)).await;
     loop {
         let now = Instant::now();
         let any_error = outcomes.iter().any(|o| o.is_err());
@@ -119,11 +128,11 @@ pub async fn handle(
         }
         for (w, o) in wanted.iter_mut().zip(&outcomes) {
             if let Ok(OpResult::Fetch(d)) = o {
-                w.seen = w.seen.max(d.high_watermark);
+                w.seen = w.seen.max(d.offsets.high_watermark);
             }
         }
         wait_for_data(shard, &wanted, deadline - now).await;
-        outcomes = shard.run_partition_ops(ops(&wanted)).await;
+        outcomes = shard.run_partition_ops(ops(&wanted, isolation)).await;
     }
     let mut response = FetchResponse::default();
     let mut files = Vec::new();
@@ -138,14 +147,25 @@ pub async fn handle(
             part.partition_index = p.partition;
             part.preferred_read_replica = BrokerId(-1);
             part.records = Some(Bytes::new());
+            part.aborted_transactions = None;
             let mut file = None;
             match outcomes.next() {
                 Some(Ok(OpResult::Fetch(d))) => {
-                    part.high_watermark = d.high_watermark;
-                    part.last_stable_offset = d.high_watermark;
+                    part.high_watermark = d.offsets.high_watermark;
+                    part.last_stable_offset = d.offsets.last_stable;
                     if version >= 5 {
-                        part.log_start_offset = d.log_start_offset;
+                        part.log_start_offset = d.offsets.log_start;
                     }
+                    part.aborted_transactions = d.aborted.map(|list| {
+                        list.into_iter()
+                            .map(|(producer_id, first_offset)| {
+                                let mut a = AbortedTransaction::default();
+                                a.producer_id = ProducerId(producer_id);
+                                a.first_offset = first_offset;
+                                a
+                            })
+                            .collect()
+                    });
                     // What fits in the response's `max_bytes`: whole batches from memory, a
                     // file range cut at the limit (as Kafka's file slices are). The first
                     // batch of the response goes whole even past the limit (KIP-74); a later
@@ -177,17 +197,16 @@ pub async fn handle(
                         }
                     }
                 }
-                Some(Err((e, marks))) => {
-                    part.error_code = e.code;
-                    let (hw, start) = marks.unwrap_or((-1, -1));
-                    part.high_watermark = hw;
-                    part.last_stable_offset = hw;
+                Some(Err((e, offsets))) => {
+                    part.error_code = KafkaError::from(&e).code;
+                    part.high_watermark = offsets.map_or(-1, |o| o.high_watermark);
+                    part.last_stable_offset = offsets.map_or(-1, |o| o.last_stable);
                     if version >= 5 {
-                        part.log_start_offset = start;
+                        part.log_start_offset = offsets.map_or(-1, |o| o.log_start);
                     }
                 }
                 _ => {
-                    part.error_code = crate::protocol::error::UNKNOWN_SERVER_ERROR;
+                    part.error_code = crate::protocol::error::NOT_LEADER_OR_FOLLOWER;
                     part.high_watermark = -1;
                     part.last_stable_offset = -1;
                 }

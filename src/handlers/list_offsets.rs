@@ -1,5 +1,7 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), or the first
-//! offset whose record timestamp is at or after a given time (through the time index).
+//! offset whose record timestamp is at or after a given time (through the time index). Under
+//! read_committed (`isolation_level` 1) latest is the last stable offset, and no answer lies at
+//! or past it; under read_uncommitted the same holds for the high watermark.
 
 use std::rc::Rc;
 
@@ -8,6 +10,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use crate::protocol::error::KafkaError;
 use crate::shard::{OpKind, OpResult, Shard};
 
 pub async fn handle(
@@ -15,6 +18,7 @@ pub async fn handle(
     version: i16,
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
+    let isolation = crate::partition::Isolation::from_level(request.isolation_level);
     let ops = super::ops_per_partition(
         &request.topics,
         |t| (&t.name, &t.partitions),
@@ -23,6 +27,7 @@ pub async fn handle(
                 p.partition_index,
                 OpKind::ListOffsets {
                     timestamp: p.timestamp,
+                    isolation,
                 },
             )
         },
@@ -44,7 +49,7 @@ pub async fn handle(
                     part.timestamp = timestamp;
                 }
                 Some(Err((e, _))) => {
-                    part.error_code = e.code;
+                    part.error_code = KafkaError::from(&e).code;
                     part.offset = -1;
                     part.timestamp = -1;
                 }

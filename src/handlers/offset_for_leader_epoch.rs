@@ -34,15 +34,15 @@ pub async fn handle(
             part.leader_epoch = -1;
             part.end_offset = -1;
             match outcomes.next() {
-                Some(Ok(OpResult::Info { high_watermark, .. })) => {
+                Some(Ok(OpResult::Info(offsets))) => {
                     if p.current_leader_epoch > LEADER_EPOCH {
                         part.error_code = error::UNKNOWN_LEADER_EPOCH;
                     } else if p.leader_epoch == LEADER_EPOCH {
                         part.leader_epoch = LEADER_EPOCH;
-                        part.end_offset = high_watermark;
+                        part.end_offset = offsets.log_end;
                     }
                 }
-                Some(Err((e, _))) => part.error_code = e.code,
+                Some(Err((e, _))) => part.error_code = error::KafkaError::from(&e).code,
                 _ => part.error_code = error::UNKNOWN_SERVER_ERROR,
             }
             topic.partitions.push(part);

@@ -199,7 +199,11 @@ pub fn decode(text: &str, shard_count: usize) -> Result<MetadataSnapshot, String
 pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp: PathBuf = path.with_extension("tmp");
+    // Beside the file, named after all of it: files differing only in extension never share
+    // a temporary.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(contents)?;
     f.sync_all()?;

@@ -31,7 +31,7 @@ pub enum Outcome {
 
 /// Supported APIs with the version range shardlog implements (intersected with the codec's).
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
+    (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 8),
     (ApiKey::Metadata, 0, 12),
@@ -103,7 +103,13 @@ fn decode(
 }
 
 /// Handles one request frame (without its size prefix).
-pub async fn handle(shard: &Rc<Shard>, body: Bytes, peer: &str) -> Outcome {
+/// `turn` is the request's place in its connection's Produce order (Produce only).
+pub async fn handle(
+    shard: &Rc<Shard>,
+    body: Bytes,
+    peer: &str,
+    turn: Option<crate::server::order::Turn>,
+) -> Outcome {
     if body.len() < 8 {
         return Outcome::Close(format!(
             "request of {} bytes is too short for a header",
@@ -139,7 +145,7 @@ pub async fn handle(shard: &Rc<Shard>, body: Bytes, peer: &str) -> Outcome {
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(handlers::metadata::handle(shard, version, r).await)
         }
-        RequestKind::Produce(r) => match handlers::produce::handle(shard, version, r).await {
+        RequestKind::Produce(r) => match handlers::produce::handle(shard, version, r, turn).await {
             Ok(Some(resp)) => ResponseKind::Produce(resp),
             Ok(None) => return Outcome::NoResponse,
             Err(why) => return Outcome::Close(why),

@@ -2,7 +2,8 @@
 //! then the record section is compressed (Kafka's framings: gzip, xerial snappy, lz4 frames of
 //! independent blocks, zstd) and the 61-byte header written with its CRC-32C. Used by the
 //! project's client and load generator, where per-record allocation would cost too much.
-//! Offsets start at 0 (the broker assigns real ones); no producer id (not idempotent).
+//! Offsets start at 0 (the broker assigns real ones); an idempotent or transactional producer
+//! sets its id, epoch and first sequence with `producer`.
 
 use std::io::Write;
 
@@ -58,12 +59,33 @@ fn varint_len(v: i64) -> usize {
     (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+/// The producer fields of a batch header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerFields {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
+    pub transactional: bool,
+}
+
+impl ProducerFields {
+    /// A batch of no producer (not idempotent).
+    pub const NONE: ProducerFields = ProducerFields {
+        producer_id: -1,
+        epoch: -1,
+        base_sequence: -1,
+        transactional: false,
+    };
+}
+
 pub struct BatchBuilder {
     /// The header's 61 bytes (filled in by `finish`), then the records.
     records: BytesMut,
     count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
+    producer: ProducerFields,
+    control: bool,
 }
 
 impl BatchBuilder {
@@ -79,7 +101,21 @@ impl BatchBuilder {
             count: 0,
             base_timestamp,
             max_timestamp: base_timestamp,
+            producer: ProducerFields::NONE,
+            control: false,
         }
+    }
+
+    /// Marks the batch as written by this producer.
+    pub fn producer(mut self, producer: ProducerFields) -> Self {
+        self.producer = producer;
+        self
+    }
+
+    /// Marks the batch as a control batch (a transaction marker).
+    pub fn control(mut self) -> Self {
+        self.control = true;
+        self
     }
 
     pub fn count(&self) -> i32 {
@@ -148,13 +184,20 @@ impl BatchBuilder {
         header.put_i32(-1); // partition leader epoch
         header.put_i8(2); // magic
         header.put_u32(0); // CRC, below
-        header.put_i16(codec as i16);
+        let mut attributes = codec as i16;
+        if self.producer.transactional {
+            attributes |= super::TRANSACTIONAL_FLAG;
+        }
+        if self.control {
+            attributes |= super::CONTROL_FLAG;
+        }
+        header.put_i16(attributes);
         header.put_i32(self.count - 1);
         header.put_i64(self.base_timestamp);
         header.put_i64(self.max_timestamp);
-        header.put_i64(-1); // producer id
-        header.put_i16(-1); // producer epoch
-        header.put_i32(-1); // base sequence
+        header.put_i64(self.producer.producer_id);
+        header.put_i16(self.producer.epoch);
+        header.put_i32(self.producer.base_sequence);
         header.put_i32(self.count);
         let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
         out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());

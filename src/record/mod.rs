@@ -12,6 +12,7 @@
 pub mod builder;
 pub mod codec;
 pub mod compact;
+pub mod control;
 
 use bytes::Bytes;
 
@@ -30,11 +31,14 @@ pub const LAST_OFFSET_DELTA: usize = 23;
 pub const BASE_TIMESTAMP: usize = 27;
 pub const MAX_TIMESTAMP: usize = 35;
 pub const PRODUCER_ID: usize = 43;
+pub const PRODUCER_EPOCH: usize = 51;
+pub const BASE_SEQUENCE: usize = 53;
 pub const RECORD_COUNT: usize = 57;
 
 const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
-const CONTROL_FLAG: i16 = 0x20;
+pub const TRANSACTIONAL_FLAG: i16 = 0x10;
+pub const CONTROL_FLAG: i16 = 0x20;
 /// The compression codec id of zstd, which Produce accepts only from v7.
 pub const ZSTD: i16 = 4;
 
@@ -83,6 +87,21 @@ impl<'a> BatchView<'a> {
     }
     pub fn record_count(&self) -> i32 {
         get_i32(self.bytes, RECORD_COUNT)
+    }
+    pub fn producer_id(&self) -> i64 {
+        get_i64(self.bytes, PRODUCER_ID)
+    }
+    pub fn producer_epoch(&self) -> i16 {
+        get_i16(self.bytes, PRODUCER_EPOCH)
+    }
+    pub fn base_sequence(&self) -> i32 {
+        get_i32(self.bytes, BASE_SEQUENCE)
+    }
+    pub fn is_transactional(&self) -> bool {
+        self.attributes() & TRANSACTIONAL_FLAG != 0
+    }
+    pub fn is_control(&self) -> bool {
+        self.attributes() & CONTROL_FLAG != 0
     }
     pub fn stored_crc(&self) -> u32 {
         get_i32(self.bytes, CRC) as u32
@@ -202,7 +221,7 @@ pub struct ValidatedBatches {
     pub offset_count: i64,
 }
 
-fn read_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
+pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
     let mut value: u64 = 0;
     for shift in (0..64).step_by(7) {
         let byte = *buf.get(*pos)?;
@@ -216,6 +235,25 @@ fn read_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
 }
 
 impl ValidatedBatches {
+    /// A batch the broker built itself (a transaction marker), trusted as it is.
+    pub fn trusted(records: Bytes) -> ValidatedBatches {
+        let view = BatchView { bytes: &records };
+        let offset_count = view.last_offset_delta() as i64 + 1;
+        let len = records.len();
+        ValidatedBatches {
+            records,
+            batches: vec![(0, len)],
+            offset_count,
+        }
+    }
+
+    /// The header of the first (in a Produce request: the only) batch.
+    pub fn first(&self) -> Option<BatchView<'_>> {
+        self.batches.first().map(|&(s, e)| BatchView {
+            bytes: &self.records[s..e],
+        })
+    }
+
     /// The compression codec id of the (first) batch.
     pub fn compression(&self) -> i16 {
         self.batches

@@ -3,7 +3,8 @@
 //! The reader takes size-prefixed frames (refusing any over `socket.request.max.bytes` by
 //! closing the connection), spawns a task per request and queues the task's handle; the writer
 //! awaits the handles in queue order and writes each response, so responses leave in request
-//! order however the handlers interleave. In-flight work per connection is bounded in requests
+//! order however the handlers interleave. Produce requests also take a turn in the
+//! connection's order (`order`), so their appends reach the partitions in the order sent. In-flight work per connection is bounded in requests
 //! (the queue's capacity) and in bytes (a semaphore whose permits travel with each request).
 
 use std::cell::RefCell;
@@ -21,6 +22,7 @@ use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::protocol::fetch_frame::Part;
 use crate::protocol::{self, Outcome};
+use crate::server::order::ConnectionOrder;
 use crate::shard::Shard;
 use crate::storage::log::FileSlice;
 
@@ -80,6 +82,7 @@ async fn read_requests(
 ) {
     let max = shard.config.socket_request_max_bytes;
     let budget = shard.config.connection_max_inflight_bytes;
+    let order = Rc::new(ConnectionOrder::default());
     let inflight_bytes = Rc::new(Semaphore::new(budget as u64));
     loop {
         let mut len = [0u8; 4];
@@ -114,11 +117,13 @@ async fn read_requests(
             return;
         }
         let body: Bytes = body.freeze();
+        let is_produce = body.len() >= 2 && i16::from_be_bytes([body[0], body[1]]) == 0;
+        let turn = is_produce.then(|| order.take());
         let me = Rc::clone(shard);
         me.in_flight.set(me.in_flight.get() + 1);
         let peer = peer.to_string();
         let task = glommio::spawn_local(async move {
-            let out = protocol::handle(&me, body, &peer).await;
+            let out = protocol::handle(&me, body, &peer, turn).await;
             me.in_flight.set(me.in_flight.get() - 1);
             out
         })

@@ -4,6 +4,7 @@
 //! clean-shutdown marker.
 
 pub mod connection;
+pub mod order;
 
 use std::net::ToSocketAddrs;
 use std::rc::Rc;

@@ -22,10 +22,9 @@ use crate::config::BrokerConfig;
 use crate::group::coordinator::{Coordinator, GroupAnswer, GroupCall};
 use crate::group::records::partition_for;
 use crate::metadata::MetadataSnapshot;
-use crate::protocol::error::{self, KafkaError};
-use crate::storage::log::Fetched;
+use crate::partition::{Acks, Entry, Partition, PartitionSettings, Ticket};
 use crate::storage::{LogSettings, PartitionLog};
-pub use ops::{FetchData, OpKind, OpOutcome, OpResult, PartitionOp};
+pub use ops::{FetchData, OpError, OpKind, OpOutcome, OpResult, PartitionOp};
 
 /// A request from one shard to another.
 pub enum ShardRequest {
@@ -71,7 +70,7 @@ pub struct Shard {
     /// request; resolving them means parsing the topic's config map).
     log_configs: RefCell<HashMap<String, Rc<crate::config::LogConfig>>>,
     /// Owned partitions, each with the id of the topic it belongs to.
-    partitions: RefCell<HashMap<PartitionKey, (Rc<PartitionLog>, TopicId)>>,
+    partitions: RefCell<HashMap<PartitionKey, (Rc<Partition>, TopicId)>>,
     /// Notified whenever any partition of this shard has new data.
     pub data_appended: Rc<Event>,
     senders: Senders<ShardMessage>,
@@ -136,14 +135,22 @@ impl Shard {
         self.log_configs.borrow().get(topic).cloned()
     }
 
-    pub fn local_partition(&self, topic: &str, partition: i32) -> Option<Rc<PartitionLog>> {
+    pub fn partition_settings(&self) -> PartitionSettings {
+        PartitionSettings {
+            durability: self.config.durability,
+            max_pending_bytes: self.config.partition_max_pending_bytes,
+            write_buffer_bytes: self.config.write_buffer_bytes,
+        }
+    }
+
+    pub fn local_partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
         self.partitions
             .borrow()
             .get(&(topic.to_string(), partition))
             .map(|(l, _)| Rc::clone(l))
     }
 
-    pub fn local_partitions(&self) -> Vec<Rc<PartitionLog>> {
+    pub fn local_partitions(&self) -> Vec<Rc<Partition>> {
         self.partitions
             .borrow()
             .values()
@@ -198,13 +205,13 @@ impl Shard {
     /// Serves a group call here, the group's coordinator shard.
     async fn serve_group(&self, group: &str, call: GroupCall) -> GroupAnswer {
         let (slot, _) = self.coordinator_of(group);
-        let log = self.local_partition(OFFSETS_TOPIC, slot);
-        self.groups.serve(group, call, log).await
+        let partition = self.local_partition(OFFSETS_TOPIC, slot);
+        self.groups.serve(group, call, partition).await
     }
 
     /// Reads the committed offsets of this shard's `__consumer_offsets` partitions.
     pub async fn load_group_offsets(&self) {
-        let logs: Vec<Rc<PartitionLog>> = self
+        let logs: Vec<Rc<Partition>> = self
             .local_partitions()
             .into_iter()
             .filter(|l| l.topic == OFFSETS_TOPIC)
@@ -256,6 +263,14 @@ impl Shard {
 
     /// Runs each op on the shard that owns its partition; results come back in op order.
     pub async fn run_partition_ops(self: &Rc<Self>, ops: Vec<PartitionOp>) -> Vec<OpOutcome> {
+        self.dispatch(ops).await.results(self).await
+    }
+
+    /// Sends each op to the shard that owns its partition, in op order: local appends take
+    /// their place in line before this returns, remote ones are in the shard's channel (whose
+    /// receiver takes their places in the order they arrive). Awaiting the results is the
+    /// second step, so a caller can release the next request of its connection in between.
+    pub async fn dispatch(self: &Rc<Self>, ops: Vec<PartitionOp>) -> Dispatched {
         let meta = self.metadata();
         let mut results: Vec<Option<OpOutcome>> = (0..ops.len()).map(|_| None).collect();
         let mut per_shard: Vec<(Vec<usize>, Vec<PartitionOp>)> =
@@ -266,127 +281,203 @@ impl Shard {
                     per_shard[s].0.push(i);
                     per_shard[s].1.push(op);
                 }
-                None => results[i] = Some(Err((unknown_partition(&op.topic, op.partition), None))),
+                None => {
+                    results[i] = Some(Err((
+                        OpError::UnknownPartition {
+                            topic: op.topic,
+                            partition: op.partition,
+                        },
+                        None,
+                    )))
+                }
             }
         }
-        let mut waits = Vec::new();
+        let mut local = None;
+        let mut remote = Vec::new();
         for (shard, (indexes, ops)) in per_shard.into_iter().enumerate() {
             if ops.is_empty() {
                 continue;
             }
-            let me = Rc::clone(self);
-            waits.push(async move {
-                let outcomes = if shard == me.id {
-                    me.execute_local(ops).await
-                } else {
-                    let n = ops.len();
-                    match me.call(shard, ShardRequest::Partitions(ops)).await {
-                        Some(ShardResponse::Partitions(r)) => r,
-                        _ => (0..n)
-                            .map(|_| {
-                                Err((
-                                    KafkaError::new(
-                                        error::UNKNOWN_SERVER_ERROR,
-                                        "shard did not answer",
-                                    ),
-                                    None,
-                                ))
-                            })
-                            .collect(),
-                    }
-                };
-                (indexes, outcomes)
-            });
-        }
-        for (indexes, outcomes) in futures::future::join_all(waits).await {
-            for (i, o) in indexes.into_iter().zip(outcomes) {
-                results[i] = Some(o);
+            if shard == self.id {
+                local = Some((indexes, self.prepare(ops)));
+                continue;
             }
+            let (tx, rx) = oneshot::channel();
+            let msg = ShardMessage {
+                request: ShardRequest::Partitions(ops),
+                reply: tx,
+            };
+            let sent = self.senders.send_to(shard, msg).await.is_ok();
+            remote.push((indexes, sent.then_some(rx)));
         }
-        results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err((
-                        KafkaError::new(error::UNKNOWN_SERVER_ERROR, "no result"),
-                        None,
-                    ))
-                })
+        Dispatched {
+            results,
+            local,
+            remote,
+        }
+    }
+
+    /// Takes the places in line of the appends among `ops` (all on this shard), in order.
+    fn prepare(self: &Rc<Self>, ops: Vec<PartitionOp>) -> Vec<Prepared> {
+        ops.into_iter()
+            .map(|op| {
+                let partition = self.local_partition(&op.topic, op.partition);
+                let ticket = match (&op.kind, &partition) {
+                    (OpKind::Produce { .. } | OpKind::WriteMarker(_), Some(p)) => Some(p.reserve()),
+                    _ => None,
+                };
+                Prepared {
+                    op,
+                    partition,
+                    ticket,
+                }
             })
             .collect()
     }
 
-    /// Runs ops on partitions this shard owns, concurrently.
-    pub async fn execute_local(&self, ops: Vec<PartitionOp>) -> Vec<OpOutcome> {
+    /// Runs prepared ops on partitions this shard owns, concurrently.
+    async fn execute_local(self: &Rc<Self>, ops: Vec<Prepared>) -> Vec<OpOutcome> {
         futures::future::join_all(ops.into_iter().map(|op| self.execute_op(op))).await
     }
 
-    /// A fetch read: file ranges for data on disk when `shardlog.fetch.zero.copy` is on,
-    /// otherwise bytes read into memory.
-    async fn read(
-        &self,
-        log: &PartitionLog,
-        offset: i64,
-        max_bytes: usize,
-    ) -> Result<Fetched, KafkaError> {
-        if self.config.fetch_zero_copy {
-            log.read_slice(offset, max_bytes).await
-        } else {
-            log.read(offset, max_bytes).await.map(Fetched::Memory)
-        }
-    }
-
-    async fn execute_op(&self, op: PartitionOp) -> OpOutcome {
-        let Some(log) = self.local_partition(&op.topic, op.partition) else {
-            return Err((unknown_partition(&op.topic, op.partition), None));
+    async fn execute_op(self: &Rc<Self>, prepared: Prepared) -> OpOutcome {
+        let Prepared {
+            op,
+            partition,
+            ticket,
+        } = prepared;
+        let Some(p) = partition else {
+            return Err((
+                OpError::UnknownPartition {
+                    topic: op.topic,
+                    partition: op.partition,
+                },
+                None,
+            ));
         };
-        let marks = |log: &PartitionLog| Some((log.high_watermark(), log.log_start_offset()));
+        let failed = |e: OpError, p: &Partition| Err((e, Some(p.offsets())));
         match op.kind {
-            OpKind::Produce { batches, sync } => match log.append(batches, sync).await {
-                Ok(o) => Ok(OpResult::Produce {
-                    base_offset: o.base_offset,
-                    log_append_time: o.log_append_time,
-                    log_start_offset: o.log_start_offset,
-                }),
-                Err(e) => Err((e, marks(&log))),
-            },
-            OpKind::Fetch { offset, max_bytes } => match self.read(&log, offset, max_bytes).await {
-                Ok(records) => Ok(OpResult::Fetch(FetchData {
-                    records,
-                    high_watermark: log.high_watermark(),
-                    log_start_offset: log.log_start_offset(),
-                })),
-                Err(e) => Err((e, marks(&log))),
-            },
-            OpKind::ListOffsets { timestamp } => {
-                let found = match timestamp {
-                    -1 => Ok(Some((log.high_watermark(), -1))),
-                    -2 | -4 => Ok(Some((log.log_start_offset(), -1))),
-                    -3 => log.max_timestamp_offset().await,
-                    t if t >= 0 => log.offset_for_timestamp(t).await,
-                    t => Err(KafkaError::new(
-                        error::INVALID_REQUEST,
-                        format!("unknown timestamp {t}"),
-                    )),
+            OpKind::Produce {
+                batches,
+                acks,
+                transactional_id,
+            } => {
+                let Some(ticket) = ticket else {
+                    return failed(OpError::ShardUnavailable, &p);
                 };
-                match found {
+                let verify = transactional_id.map(|id| self.verifier(id, &op.topic, op.partition));
+                let entry = Entry::Data {
+                    batches,
+                    origin: crate::partition::producer_state::Origin::Client,
+                };
+                let acks = if acks == -1 { Acks::All } else { Acks::Leader };
+                match p.append(ticket, entry, acks, verify).await {
+                    Ok(a) => Ok(OpResult::Produce {
+                        base_offset: a.base_offset,
+                        log_append_time: a.log_append_time,
+                        log_start_offset: a.log_start_offset,
+                    }),
+                    Err(e) => failed(e.into(), &p),
+                }
+            }
+            OpKind::WriteMarker(marker) => {
+                let Some(ticket) = ticket else {
+                    return failed(OpError::ShardUnavailable, &p);
+                };
+                match p
+                    .append(ticket, Entry::Marker(marker), Acks::All, None)
+                    .await
+                {
+                    Ok(_) => Ok(OpResult::MarkerWritten),
+                    Err(e) => failed(e.into(), &p),
+                }
+            }
+            OpKind::Fetch {
+                offset,
+                max_bytes,
+                isolation,
+            } => {
+                let zero_copy = self.config.fetch_zero_copy;
+                match p.read(offset, max_bytes, isolation, zero_copy).await {
+                    Ok(records) => {
+                        let offsets = p.offsets();
+                        let aborted = (isolation == crate::partition::Isolation::ReadCommitted)
+                            .then(|| {
+                                let upper = match &records {
+                                    crate::storage::log::Fetched::Memory(b) => {
+                                        crate::client::batches_end(b).unwrap_or(offsets.last_stable)
+                                    }
+                                    crate::storage::log::Fetched::File(_) => offsets.last_stable,
+                                };
+                                p.aborted_txns(offset, upper)
+                                    .into_iter()
+                                    .map(|t| (t.producer_id, t.first_offset))
+                                    .collect()
+                            });
+                        Ok(OpResult::Fetch(FetchData {
+                            records,
+                            offsets,
+                            aborted,
+                        }))
+                    }
+                    Err(e) => failed(e.into(), &p),
+                }
+            }
+            OpKind::ListOffsets {
+                timestamp,
+                isolation,
+            } => {
+                if timestamp < -4 {
+                    return failed(
+                        OpError::Invalid(format!("unknown timestamp {timestamp}")),
+                        &p,
+                    );
+                }
+                match p.offset_for(timestamp, isolation).await {
                     Ok(Some((offset, timestamp))) => Ok(OpResult::Offset { offset, timestamp }),
                     Ok(None) => Ok(OpResult::Offset {
                         offset: -1,
                         timestamp: -1,
                     }),
-                    Err(e) => Err((e, marks(&log))),
+                    Err(e) => failed(e.into(), &p),
                 }
             }
-            OpKind::DeleteRecords { offset } => match log.delete_records(offset).await {
+            OpKind::DeleteRecords { offset } => match p.delete_records(offset).await {
                 Ok(low) => Ok(OpResult::LowWatermark(low)),
-                Err(e) => Err((e, marks(&log))),
+                Err(e) => failed(e.into(), &p),
             },
-            OpKind::Info => Ok(OpResult::Info {
-                high_watermark: log.high_watermark(),
-                log_start_offset: log.log_start_offset(),
-            }),
+            OpKind::Info => Ok(OpResult::Info(p.offsets())),
+            OpKind::Producers => Ok(OpResult::Producers(p.producers())),
         }
+    }
+
+    /// Asks the transaction coordinator of `transactional_id` whether the partition is in the
+    /// producer's ongoing transaction (KIP-890 part 1 verification).
+    fn verifier(
+        self: &Rc<Self>,
+        transactional_id: String,
+        topic: &str,
+        partition: i32,
+    ) -> crate::partition::Verifier {
+        let (me, topic) = (Rc::clone(self), topic.to_string());
+        Box::new(move || {
+            Box::pin(async move {
+                me.verify_in_transaction(&transactional_id, &topic, partition)
+                    .await
+            })
+        })
+    }
+
+    /// Whether the partition is in the ongoing transaction of `transactional_id`.
+    async fn verify_in_transaction(
+        &self,
+        transactional_id: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), crate::partition::AppendError> {
+        Err(crate::partition::AppendError::VerificationUnavailable(
+            format!("no transaction coordinator for {transactional_id} ({topic}-{partition})"),
+        ))
     }
 
     /// True if any of these local partitions has a high watermark past the given one (or is
@@ -424,8 +515,18 @@ impl Shard {
             glommio::spawn_local(async move {
                 while let Some(msg) = rx.recv().await {
                     let me = Rc::clone(&me);
+                    // Appends take their places in line here, in the order they arrive.
+                    let request = match msg.request {
+                        ShardRequest::Partitions(ops) => Served::Prepared(me.prepare(ops)),
+                        other => Served::Other(other),
+                    };
                     glommio::spawn_local(async move {
-                        let response = me.serve(msg.request).await;
+                        let response = match request {
+                            Served::Prepared(ops) => {
+                                ShardResponse::Partitions(me.execute_local(ops).await)
+                            }
+                            Served::Other(request) => me.serve(request).await,
+                        };
                         let _ = msg.reply.send(response);
                     })
                     .detach();
@@ -438,7 +539,8 @@ impl Shard {
     async fn serve(self: &Rc<Self>, request: ShardRequest) -> ShardResponse {
         match request {
             ShardRequest::Partitions(ops) => {
-                ShardResponse::Partitions(self.execute_local(ops).await)
+                let prepared = self.prepare(ops);
+                ShardResponse::Partitions(self.execute_local(prepared).await)
             }
             ShardRequest::WaitForData { parts, wait } => {
                 self.wait_local(&parts, wait).await;
@@ -466,7 +568,7 @@ impl Shard {
         let snapshot = Rc::new(snapshot);
         let log_dir = self.config.log_dir.clone();
         // Partitions to drop: topic gone, or recreated under a new id.
-        let doomed: Vec<((String, i32), Rc<PartitionLog>)> = self
+        let doomed: Vec<((String, i32), Rc<Partition>)> = self
             .partitions
             .borrow()
             .iter()
@@ -478,9 +580,10 @@ impl Shard {
             })
             .map(|(k, (l, _))| (k.clone(), Rc::clone(l)))
             .collect();
-        for (key, log) in doomed {
+        for (key, partition) in doomed {
             self.partitions.borrow_mut().remove(&key);
-            if let Err(e) = log.close().await {
+            let log = &partition.log;
+            if let Err(e) = partition.close().await {
                 tracing::warn!("closing {}: {e}", log.dir.display());
             }
             let dir = log.dir.clone();
@@ -500,9 +603,9 @@ impl Shard {
                 if owner != self.id {
                     continue;
                 }
-                if let Some(log) = self.local_partition(&t.name, p) {
-                    if log.config() != config {
-                        log.set_config(config.clone());
+                if let Some(partition) = self.local_partition(&t.name, p) {
+                    if partition.log.config() != config {
+                        partition.log.set_config(config.clone());
                     }
                     continue;
                 }
@@ -512,35 +615,23 @@ impl Shard {
                 let stored = crate::storage::log::stored_topic_id(&dir).await;
                 let same_topic = stored == Some(crate::storage::log::topic_id_text(t.id));
                 let settings = self.log_settings();
-                let events = Rc::clone(&self.data_appended);
                 let opened = if same_topic {
-                    PartitionLog::open(
-                        &log_dir,
-                        &t.name,
-                        p,
-                        config.clone(),
-                        settings,
-                        events,
-                        clean,
-                    )
-                    .await
+                    PartitionLog::open(&log_dir, &t.name, p, config.clone(), settings, clean).await
                 } else {
-                    PartitionLog::create(
-                        &log_dir,
-                        &t.name,
-                        t.id,
-                        p,
-                        config.clone(),
-                        settings,
-                        events,
-                    )
-                    .await
+                    PartitionLog::create(&log_dir, &t.name, t.id, p, config.clone(), settings).await
+                };
+                let events = Rc::clone(&self.data_appended);
+                let opened = match opened {
+                    Ok(log) => Partition::open(log, self.partition_settings(), events)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
                 };
                 match opened {
-                    Ok(log) => {
+                    Ok(partition) => {
                         self.partitions
                             .borrow_mut()
-                            .insert((t.name.clone(), p), (log, t.id));
+                            .insert((t.name.clone(), p), (partition, t.id));
                     }
                     Err(e) => tracing::error!("cannot open partition {}: {e}", dir.display()),
                 }
@@ -552,11 +643,10 @@ impl Shard {
 
     /// Closes every local partition (flush, indexes, trimmed tails). Returns false on failure.
     pub async fn close_partitions(&self) -> bool {
-        let logs = self.local_partitions();
         let mut ok = true;
-        for log in logs {
-            if let Err(e) = log.close().await {
-                tracing::error!("closing {}: {e}", log.dir.display());
+        for partition in self.local_partitions() {
+            if let Err(e) = partition.close().await {
+                tracing::error!("closing {}: {e}", partition.log.dir.display());
                 ok = false;
             }
         }
@@ -573,8 +663,8 @@ impl Shard {
                 break;
             }
             let now = crate::storage::now_ms();
-            for log in self.local_partitions() {
-                log.enforce_retention(now).await;
+            for partition in self.local_partitions() {
+                partition.enforce_retention(now).await;
             }
         }
     }
@@ -594,19 +684,81 @@ impl Shard {
         while !self.stopping.get() {
             let listener = self.stop_event.listen();
             futures_lite::future::or(listener, glommio::timer::sleep(every)).await;
-            for log in self.local_partitions() {
+            for partition in self.local_partitions() {
                 if self.stopping.get() {
                     return;
                 }
-                crate::storage::cleaner::clean_if_due(&log, limits, crate::storage::now_ms()).await;
+                let now = crate::storage::now_ms();
+                let bounds = crate::storage::cleaner::CleanBounds {
+                    upper: partition.last_stable_offset(),
+                };
+                crate::storage::cleaner::clean_if_due(&partition.log, limits, now, bounds).await;
             }
         }
     }
 }
 
-pub fn unknown_partition(topic: &str, partition: i32) -> KafkaError {
-    KafkaError::new(
-        error::UNKNOWN_TOPIC_OR_PARTITION,
+/// An op with its partition found and its place in line taken (appends).
+struct Prepared {
+    op: PartitionOp,
+    partition: Option<Rc<Partition>>,
+    ticket: Option<Ticket>,
+}
+
+/// A mesh request as its receiver takes it: partition ops are prepared on arrival.
+enum Served {
+    Prepared(Vec<Prepared>),
+    Other(ShardRequest),
+}
+
+/// Ops sent to their shards, their results still to come.
+pub struct Dispatched {
+    results: Vec<Option<OpOutcome>>,
+    local: Option<(Vec<usize>, Vec<Prepared>)>,
+    /// Per remote shard: the ops' indexes and the reply (`None`: the send failed).
+    remote: Vec<(Vec<usize>, Option<oneshot::Receiver<ShardResponse>>)>,
+}
+
+impl Dispatched {
+    /// Waits for every op's result, in op order.
+    pub async fn results(self, shard: &Rc<Shard>) -> Vec<OpOutcome> {
+        let Dispatched {
+            mut results,
+            local,
+            remote,
+        } = self;
+        let local = async {
+            match local {
+                Some((indexes, ops)) => vec![(indexes, shard.execute_local(ops).await)],
+                None => Vec::new(),
+            }
+        };
+        let remote = futures::future::join_all(remote.into_iter().map(|(indexes, rx)| async {
+            let outcomes = match rx {
+                Some(rx) => match rx.await {
+                    Ok(ShardResponse::Partitions(r)) => r,
+                    _ => Vec::new(),
+                },
+                None => Vec::new(),
+            };
+            (indexes, outcomes)
+        }));
+        let (local, remote) = futures::join!(local, remote);
+        for (indexes, outcomes) in local.into_iter().chain(remote) {
+            for (i, o) in indexes.into_iter().zip(outcomes) {
+                results[i] = Some(o);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err((OpError::ShardUnavailable, None))))
+            .collect()
+    }
+}
+
+pub fn unknown_partition(topic: &str, partition: i32) -> crate::protocol::error::KafkaError {
+    crate::protocol::error::KafkaError::new(
+        crate::protocol::error::UNKNOWN_TOPIC_OR_PARTITION,
         format!("This server does not host this topic-partition: {topic}-{partition}"),
     )
 }

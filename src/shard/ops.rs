@@ -1,9 +1,14 @@
 //! Work on partitions, as it travels between shards. A handler turns its request into
-//! `PartitionOp`s; `Shard::run_partition_ops` sends each to the shard that owns the partition
-//! (running local ones in place) and hands back the results in the order of the ops.
+//! `PartitionOp`s; `Shard::dispatch` sends each to the shard that owns the partition (taking
+//! local appends' places in line at once) and `Dispatched::results` hands back the results in
+//! the order of the ops. Results carry the partition layer's own errors; handlers choose the
+//! Kafka codes.
 
-use crate::protocol::error::KafkaError;
+use crate::partition::producer_state::{Marker, ProducerEntry};
+use crate::partition::{AppendError, Isolation, Offsets};
 use crate::record::ValidatedBatches;
+use crate::storage::log::Fetched;
+use crate::storage::StorageError;
 
 pub struct PartitionOp {
     pub topic: String,
@@ -12,31 +17,41 @@ pub struct PartitionOp {
 }
 
 pub enum OpKind {
-    /// Already validated on the connection's shard; `sync` for acks=-1.
+    /// Already validated on the connection's shard.
     Produce {
         batches: ValidatedBatches,
-        sync: bool,
+        acks: i16,
+        /// The request's transactional id (for verifying a transaction's first write).
+        transactional_id: Option<String>,
     },
     Fetch {
         offset: i64,
         max_bytes: usize,
+        isolation: Isolation,
     },
     /// Kafka's ListOffsets timestamp: -1 latest, -2 earliest, -3 max timestamp, -4 earliest local.
     ListOffsets {
         timestamp: i64,
+        isolation: Isolation,
     },
     DeleteRecords {
         offset: i64,
     },
-    /// High watermark and log start offset.
+    /// A transaction marker from the transaction coordinator (or WriteTxnMarkers).
+    WriteMarker(Marker),
+    /// The partition's offsets.
     Info,
+    /// The partition's active producers (DescribeProducers).
+    Producers,
 }
 
 #[derive(Debug)]
 pub struct FetchData {
-    pub records: crate::storage::log::Fetched,
-    pub high_watermark: i64,
-    pub log_start_offset: i64,
+    pub records: Fetched,
+    pub offsets: Offsets,
+    /// Under read_committed: the aborted transactions (producer id, first offset) overlapping
+    /// what was read; `None` under read_uncommitted.
+    pub aborted: Option<Vec<(i64, i64)>>,
 }
 
 #[derive(Debug)]
@@ -46,17 +61,44 @@ pub enum OpResult {
         log_append_time: i64,
         log_start_offset: i64,
     },
-    /// The error of a failed fetch still carries the watermarks.
     Fetch(FetchData),
     Offset {
         offset: i64,
         timestamp: i64,
     },
     LowWatermark(i64),
-    Info {
-        high_watermark: i64,
-        log_start_offset: i64,
-    },
+    Info(Offsets),
+    MarkerWritten,
+    Producers(Vec<ProducerEntry>),
 }
 
-pub type OpOutcome = Result<OpResult, (KafkaError, Option<(i64, i64)>)>;
+/// Why an op failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpError {
+    UnknownPartition {
+        topic: String,
+        partition: i32,
+    },
+    Storage(StorageError),
+    Append(AppendError),
+    /// The request asked for something that does not exist (an unknown timestamp code).
+    Invalid(String),
+    /// The owning shard did not answer (it is stopping).
+    ShardUnavailable,
+}
+
+impl From<StorageError> for OpError {
+    fn from(e: StorageError) -> OpError {
+        OpError::Storage(e)
+    }
+}
+
+impl From<AppendError> for OpError {
+    fn from(e: AppendError) -> OpError {
+        OpError::Append(e)
+    }
+}
+
+/// A failed op, with the partition's offsets when it exists (a failed fetch still reports
+/// its watermarks).
+pub type OpOutcome = Result<OpResult, (OpError, Option<Offsets>)>;

@@ -65,8 +65,20 @@ impl Throttle {
     }
 }
 
+/// What the partition layer tells the cleaner about a log.
+#[derive(Clone, Debug, Default)]
+pub struct CleanBounds {
+    /// Nothing at or past this offset is cleaned (the last stable offset).
+    pub upper: i64,
+}
+
 /// Cleans `log` if it is due; `limits` bound the pass's memory and I/O rate.
-pub async fn clean_if_due(log: &PartitionLog, limits: CleanerLimits, now: i64) {
+pub async fn clean_if_due(
+    log: &PartitionLog,
+    limits: CleanerLimits,
+    now: i64,
+    bounds: CleanBounds,
+) {
     let config = log.config();
     if !config.compact {
         return;
@@ -76,6 +88,7 @@ pub async fn clean_if_due(log: &PartitionLog, limits: CleanerLimits, now: i64) {
     let cleanable: Vec<ClosedSegment> = closed
         .into_iter()
         .filter(|s| s.next_offset > log_start)
+        .take_while(|s| s.next_offset <= bounds.upper)
         .take_while(|s| config.min_compaction_lag_ms == 0 || s.max_timestamp <= lag_limit)
         .collect();
     if cleanable.is_empty() {

@@ -1,16 +1,18 @@
-//! The log of one partition, owned by exactly one shard.
+//! The log of one partition, owned by exactly one shard: its segments and their indexes, its
+//! log start offset, the hot tail (the most recent write buffers, kept to serve reads from
+//! memory) and the files of the partition directory. It knows nothing of producers, acks or
+//! high watermarks: the partition layer (`crate::partition`) decides what is appended, in
+//! which order, and up to which offset readers may see; storage writes, syncs and reads.
 //!
-//! Owns the partition's segments, its log start offset, the append queue and the task that
-//! drains it, and the hot tail (the most recent write buffers, kept to serve fetches from
-//! memory). Appends are queued and written by one appender task per partition, so writes to a
-//! file never overlap in flight: each round copies every queued batch (up to the write buffer
-//! size) into one aligned DMA buffer that starts at the active segment's last 4 KiB boundary,
-//! writes it with O_DIRECT, then acknowledges acks=1 appends, then fdatasyncs once for all the
-//! acks=-1 appends of the round (group commit).
+//! A write round (`append_round`) copies a run of batches into one aligned DMA buffer that
+//! starts at the active segment's last 4 KiB boundary, gives them consecutive offsets from the
+//! log end offset and writes the buffer with O_DIRECT; `sync` fdatasyncs the active segment
+//! (at most one in flight) and reports the position it covers. Reads stop at a `Bound` that
+//! the caller chooses (the high watermark or the last stable offset).
 //!
-//! Invariants: `next_offset` (the high watermark on a single broker) only moves after the bytes
-//! it covers were written; nothing at or past it is ever served. State is in `RefCell`s that are
-//! never borrowed across an await.
+//! Invariants: `next_offset` (the log end offset) only moves after the bytes it covers were
+//! written; rounds never overlap (the caller runs one at a time); after a failed fdatasync the
+//! log takes no more writes. State is in `RefCell`s that are never borrowed across an await.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -21,12 +23,11 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use event_listener::Event;
-use futures::channel::oneshot;
 use glommio::io::{DmaBuffer, DmaFile};
 
 use super::segment::{file_name, Segment};
+use super::txn_index::AbortedTxn;
 use crate::config::LogConfig;
-use crate::protocol::error::{self, KafkaError};
 use crate::record::{self, BatchView, ValidatedBatches};
 
 const BLOCK: u64 = 4096;
@@ -38,6 +39,12 @@ const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 const CLEANER_SWAP_FILE: &str = "cleaner-swap";
 /// The extension of a compacted segment being written.
 pub const CLEANED_EXT: &str = "cleaned";
+/// The extension of the merged `.txnindex` of a compacted segment being written.
+const CLEANED_TXN_INDEX_EXT: &str = "txnindex.cleaned";
+/// Producer-state snapshots: `<20-digit offset>.snapshot`, opaque to storage.
+pub const SNAPSHOT_EXT: &str = "snapshot";
+/// Snapshots kept when a new one is written.
+const SNAPSHOTS_KEPT: usize = 2;
 pub const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
 /// Names the topic (by id) that a partition directory belongs to, in Kafka's format.
 pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
@@ -51,6 +58,41 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Why a storage operation failed. The Kafka edge picks the error code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageError {
+    /// A read below the log start or past the log end offset.
+    OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    /// A write, read or sync failed (full disk, I/O error).
+    Io(String),
+    /// An earlier fdatasync failed: the log takes no more writes.
+    Fenced,
+    /// The log is closing (shutdown, topic deleted).
+    Closing,
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageError::OffsetOutOfRange { offset, start, end } => {
+                write!(f, "offset {offset} is outside [{start}, {end}]")
+            }
+            StorageError::Io(e) => write!(f, "{e}"),
+            StorageError::Fenced => write!(
+                f,
+                "an earlier fdatasync of this partition failed; it takes no more writes"
+            ),
+            StorageError::Closing => write!(f, "partition is closing"),
+        }
+    }
+}
+
+impl StorageError {
+    fn io(e: impl std::fmt::Display) -> StorageError {
+        StorageError::Io(e.to_string())
+    }
+}
+
 /// Sizes that bound memory and I/O, from the broker config.
 #[derive(Clone, Copy, Debug)]
 pub struct LogSettings {
@@ -59,17 +101,48 @@ pub struct LogSettings {
     pub max_pending_bytes: usize,
 }
 
-pub struct AppendOutcome {
-    pub base_offset: i64,
-    pub log_append_time: i64,
-    pub log_start_offset: i64,
+/// A place in the log: an offset that starts a batch (or the log end), the segment holding it
+/// and its byte position there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub offset: i64,
+    pub segment: i64,
+    pub position: u64,
 }
 
-struct PendingAppend {
-    batches: ValidatedBatches,
-    bytes: usize,
-    sync: bool,
-    reply: oneshot::Sender<Result<AppendOutcome, KafkaError>>,
+/// How far a read may go: offsets below `offset`. `position`, where known, is where that
+/// offset starts on disk, so a zero-copy read can be cut there without reading headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bound {
+    pub offset: i64,
+    pub position: Option<(i64, u64)>,
+}
+
+impl From<Position> for Bound {
+    fn from(p: Position) -> Bound {
+        Bound {
+            offset: p.offset,
+            position: Some((p.segment, p.position)),
+        }
+    }
+}
+
+impl Bound {
+    /// No bound: everything written.
+    pub const END: Bound = Bound {
+        offset: i64::MAX,
+        position: None,
+    };
+}
+
+/// What a write round did: the base offset and position of each item, and where the log ends.
+#[derive(Debug)]
+pub struct RoundWritten {
+    pub starts: Vec<Position>,
+    pub end: Position,
+    /// The LogAppendTime stamped into the batches, or -1 under CreateTime.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
 }
 
 /// A written DMA buffer kept for reads: batches [base_offset, next_offset) at buf[start..end].
@@ -104,6 +177,14 @@ impl LogState {
             .next_back()
             .expect("a log always has an active segment")
     }
+    fn end(&self) -> Position {
+        let a = self.active();
+        Position {
+            offset: self.next_offset,
+            segment: a.base_offset,
+            position: a.size,
+        }
+    }
 }
 
 pub struct PartitionLog {
@@ -113,25 +194,15 @@ pub struct PartitionLog {
     config: RefCell<LogConfig>,
     settings: LogSettings,
     state: RefCell<LogState>,
-    pending: RefCell<VecDeque<PendingAppend>>,
-    pending_bytes: Cell<usize>,
-    appender_wake: Event,
-    pending_drained: Event,
-    /// Notified (on the owning shard) whenever any partition's high watermark moves.
-    data_appended: Rc<Event>,
     closing: Cell<bool>,
     /// Retention found the active segment due: the appender rolls it when idle.
     roll_requested: Cell<bool>,
     /// Set when an fdatasync failed: what it covered may not be durable, so the partition takes
     /// no more writes (as Kafka takes a failed log directory offline); reads go on.
     failed: Cell<bool>,
-    /// Arrival tickets for appends: the next to hand out, and the one allowed in next.
-    next_ticket: Cell<u64>,
-    admitted: Cell<u64>,
-    appender_done: Event,
-    appender_running: Cell<bool>,
-    /// The group-commit fdatasync running beside the appender (at most one).
-    sync_in_flight: RefCell<Option<glommio::Task<()>>>,
+    /// An fdatasync is running (at most one); `sync_done` fires when it ends.
+    sync_in_flight: Cell<bool>,
+    sync_done: Event,
     /// Held while closed segments are removed or replaced (retention, DeleteRecords, the
     /// cleaner's swap), so one never removes files the other is installing.
     segment_changes: glommio::sync::Semaphore,
@@ -141,6 +212,9 @@ pub struct PartitionLog {
     /// last clean may go from `tombstone_horizon` on (`i64::MAX`: none kept).
     first_dirty: Cell<i64>,
     tombstone_horizon: Cell<i64>,
+    /// Where recovery must rebuild transaction indexes from (the recovery point of an unclean
+    /// start, or the first segment whose `.txnindex` was damaged); `i64::MAX`: nowhere.
+    replay_from: Cell<i64>,
 }
 
 /// A closed segment as the cleaner sees it.
@@ -210,7 +284,6 @@ impl PartitionLog {
         partition: i32,
         config: LogConfig,
         settings: LogSettings,
-        data_appended: Rc<Event>,
     ) -> std::io::Result<Rc<PartitionLog>> {
         let dir = partition_dir(log_dir, topic, partition);
         let (d, parent) = (dir.clone(), log_dir.to_path_buf());
@@ -232,16 +305,7 @@ impl PartitionLog {
             format!("0\n1\n{LEADER_EPOCH} 0\n"),
         )
         .await?;
-        Self::open(
-            log_dir,
-            topic,
-            partition,
-            config,
-            settings,
-            data_appended,
-            true,
-        )
-        .await
+        Self::open(log_dir, topic, partition, config, settings, true).await
     }
 
     /// Opens an existing partition. Unless the broker shut down cleanly, every segment from the
@@ -253,7 +317,6 @@ impl PartitionLog {
         partition: i32,
         config: LogConfig,
         settings: LogSettings,
-        data_appended: Rc<Event>,
         clean: bool,
     ) -> std::io::Result<Rc<PartitionLog>> {
         let dir = partition_dir(log_dir, topic, partition);
@@ -418,6 +481,17 @@ impl PartitionLog {
         let mut numbers = checkpoint.split_whitespace().map(str::parse::<i64>);
         let first_dirty = numbers.next().and_then(Result::ok).unwrap_or(0);
         let tombstone_horizon = numbers.next().and_then(Result::ok).unwrap_or(i64::MAX);
+        // Transaction indexes: a damaged one must be rebuilt by replaying from its segment.
+        let mut replay_from = recovery_point;
+        for seg in state.segments.values_mut() {
+            if !seg.load_txn_index().await {
+                tracing::warn!(
+                    "{}: transaction index damaged, rebuilding it",
+                    seg.path("txnindex").display()
+                );
+                replay_from = replay_from.min(seg.base_offset);
+            }
+        }
         let log = Rc::new(PartitionLog {
             topic: topic.to_string(),
             partition,
@@ -425,28 +499,20 @@ impl PartitionLog {
             config: RefCell::new(config),
             settings,
             state: RefCell::new(state),
-            pending: RefCell::new(VecDeque::new()),
-            pending_bytes: Cell::new(0),
-            appender_wake: Event::new(),
-            pending_drained: Event::new(),
-            data_appended,
             closing: Cell::new(false),
             roll_requested: Cell::new(false),
             failed: Cell::new(false),
-            next_ticket: Cell::new(0),
-            admitted: Cell::new(0),
-            appender_done: Event::new(),
-            appender_running: Cell::new(true),
-            sync_in_flight: RefCell::new(None),
+            sync_in_flight: Cell::new(false),
+            sync_done: Event::new(),
             segment_changes: glommio::sync::Semaphore::new(1),
             segments_version: Cell::new(0),
             first_dirty: Cell::new(first_dirty),
             tombstone_horizon: Cell::new(tombstone_horizon),
+            replay_from: Cell::new(replay_from),
         });
         // A crash between recording a new log start offset and unlinking the segments below
         // it leaves them behind: finish the job.
         log.delete_segments_below_start().await;
-        glommio::spawn_local(Rc::clone(&log).run_appender()).detach();
         Ok(log)
     }
 
@@ -458,7 +524,16 @@ impl PartitionLog {
         self.config.borrow().clone()
     }
 
-    pub fn high_watermark(&self) -> i64 {
+    pub fn settings(&self) -> LogSettings {
+        self.settings
+    }
+
+    /// The offset the next batch gets, and where it will be written.
+    pub fn end(&self) -> Position {
+        self.state.borrow().end()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
         self.state.borrow().next_offset
     }
 
@@ -466,183 +541,54 @@ impl PartitionLog {
         self.state.borrow().log_start_offset
     }
 
-    /// Queues validated batches and waits for them to be written (and synced if `sync`).
-    /// Producers faster than the disk wait here once the queue holds too many bytes; they are
-    /// admitted strictly in arrival order (a ticket each), so a small batch never overtakes a
-    /// large one that is waiting for room.
-    pub async fn append(
+    /// Where recovery must replay from to rebuild transaction indexes (`i64::MAX`: nowhere).
+    pub fn replay_from(&self) -> i64 {
+        self.replay_from.get()
+    }
+
+    /// Whether an fdatasync failed (the log takes no more writes).
+    pub fn is_fenced(&self) -> bool {
+        self.failed.get()
+    }
+
+    /// Whether the active segment must roll before a round of `bytes` holding `offsets`
+    /// offsets is written at `now` (`segment.bytes`, `segment.ms`, 32-bit relative offsets),
+    /// or retention asked for a roll.
+    pub fn roll_due(&self, bytes: usize, offsets: i64, now: i64) -> bool {
+        let config = self.config.borrow();
+        let st = self.state.borrow();
+        let a = st.active();
+        // Index entries hold offsets relative to the segment base in 32 bits.
+        let relative_end = st.next_offset + offsets - a.base_offset;
+        a.size > 0
+            && (self.roll_requested.get()
+                || a.size + bytes as u64 > config.segment_bytes
+                || now - a.created_ms >= config.segment_ms
+                || relative_end > i32::MAX as i64)
+    }
+
+    /// Whether retention asked for the active segment to roll (the appender does it when idle).
+    pub fn roll_requested(&self) -> bool {
+        self.roll_requested.get() && self.state.borrow().active().size > 0
+    }
+
+    /// Writes one round: every batch of `items`, in order, with consecutive offsets from the
+    /// log end offset, in one O_DIRECT write. The caller runs one round at a time.
+    pub async fn append_round(
         &self,
-        batches: ValidatedBatches,
-        sync: bool,
-    ) -> Result<AppendOutcome, KafkaError> {
-        let bytes = batches.records.len();
-        let ticket = self.next_ticket.get();
-        self.next_ticket.set(ticket + 1);
-        loop {
-            let listener = self.pending_drained.listen();
-            if self.closing.get() {
-                self.admit_next(ticket);
-                return Err(KafkaError::new(
-                    error::UNKNOWN_TOPIC_OR_PARTITION,
-                    "partition is closing",
-                ));
-            }
-            let fits = self.pending_bytes.get() == 0
-                || self.pending_bytes.get() + bytes <= self.settings.max_pending_bytes;
-            if self.admitted.get() == ticket && fits {
-                break;
-            }
-            listener.await;
-        }
+        items: &[&ValidatedBatches],
+    ) -> Result<RoundWritten, StorageError> {
         if self.failed.get() {
-            self.admit_next(ticket);
-            return Err(KafkaError::storage(
-                "an earlier fdatasync of this partition failed; it takes no more writes",
-            ));
+            return Err(StorageError::Fenced);
         }
-        let (tx, rx) = oneshot::channel();
-        self.pending.borrow_mut().push_back(PendingAppend {
-            batches,
-            bytes,
-            sync,
-            reply: tx,
-        });
-        self.pending_bytes.set(self.pending_bytes.get() + bytes);
-        self.admit_next(ticket);
-        self.appender_wake.notify(1);
-        rx.await.unwrap_or_else(|_| {
-            Err(KafkaError::new(
-                error::UNKNOWN_TOPIC_OR_PARTITION,
-                "partition was closed",
-            ))
-        })
-    }
-
-    fn admit_next(&self, ticket: u64) {
-        self.admitted.set(ticket + 1);
-        self.pending_drained.notify(usize::MAX);
-    }
-
-    async fn run_appender(self: Rc<Self>) {
-        loop {
-            if self.pending.borrow().is_empty() {
-                if self.closing.get() {
-                    break;
-                }
-                if self.roll_requested.replace(false) && self.state.borrow().active().size > 0 {
-                    if let Err(e) = self.roll(now_ms()).await {
-                        tracing::error!("{}: cannot roll segment: {e}", self.dir.display());
-                    }
-                    continue;
-                }
-                let listener = self.appender_wake.listen();
-                if self.pending.borrow().is_empty()
-                    && !self.closing.get()
-                    && !self.roll_requested.get()
-                {
-                    listener.await;
-                }
-                continue;
-            }
-            let round = self.take_round();
-            self.write_round(round).await;
+        if self.closing.get() {
+            return Err(StorageError::Closing);
         }
-        self.wait_for_sync().await;
-        self.appender_running.set(false);
-        self.appender_done.notify(usize::MAX);
-    }
-
-    /// Takes queued appends: at least one, then more while they fit in a write buffer.
-    fn take_round(&self) -> Vec<PendingAppend> {
-        let mut pending = self.pending.borrow_mut();
-        let mut round = Vec::new();
-        let mut total = 0;
-        while let Some(p) = pending.front() {
-            if !round.is_empty() && total + p.bytes > self.settings.write_buffer_bytes {
-                break;
-            }
-            total += p.bytes;
-            round.extend(pending.pop_front());
-        }
-        self.pending_bytes.set(self.pending_bytes.get() - total);
-        self.pending_drained.notify(usize::MAX);
-        round
-    }
-
-    /// Waits for the fdatasync in flight, if any.
-    async fn wait_for_sync(&self) {
-        let in_flight = self.sync_in_flight.borrow_mut().take();
-        if let Some(task) = in_flight {
-            task.await;
-        }
-    }
-
-    /// Group commit: fdatasync the file, then answer the acks=-1 appends its writes held.
-    /// Runs beside the appender, so the next round's write overlaps this round's sync; at most
-    /// one is in flight, so a sync always covers every write that completed before it began.
-    async fn sync_and_reply(
-        self: &Rc<Self>,
-        file: Rc<DmaFile>,
-        synced: Vec<(
-            oneshot::Sender<Result<AppendOutcome, KafkaError>>,
-            AppendOutcome,
-        )>,
-    ) {
-        self.wait_for_sync().await;
-        let me = Rc::clone(self);
-        let task = glommio::spawn_local(async move {
-            // After a failed sync the kernel may report the next one as fine although the
-            // earlier data is lost: nothing is acknowledged as durable any more.
-            let result = if me.failed.get() {
-                Err(glommio::GlommioError::<()>::IoError(std::io::Error::other(
-                    "an earlier fdatasync of this partition failed",
-                )))
-            } else {
-                file.fdatasync().await
-            };
-            if let Err(e) = &result {
-                tracing::error!(
-                    "{}: fdatasync failed, refusing further writes: {e}",
-                    me.dir.display()
-                );
-                me.failed.set(true);
-            }
-            for (reply, outcome) in synced {
-                let _ = reply.send(match &result {
-                    Ok(()) => Ok(outcome),
-                    Err(e) => Err(KafkaError::storage(e)),
-                });
-            }
-        });
-        *self.sync_in_flight.borrow_mut() = Some(task);
-    }
-
-    async fn write_round(self: &Rc<Self>, round: Vec<PendingAppend>) {
         let config = self.config();
-        let total: usize = round.iter().map(|p| p.bytes).sum();
+        let total: usize = items.iter().map(|b| b.records.len()).sum();
         let now = now_ms();
-        let offsets: i64 = round.iter().map(|p| p.batches.offset_count).sum();
-        let needs_roll = {
-            let st = self.state.borrow();
-            let a = st.active();
-            // Index entries hold offsets relative to the segment base in 32 bits.
-            let relative_end = st.next_offset + offsets - a.base_offset;
-            a.size > 0
-                && (a.size + total as u64 > config.segment_bytes
-                    || now - a.created_ms >= config.segment_ms
-                    || relative_end > i32::MAX as i64)
-        };
-        if needs_roll {
-            if let Err(e) = self.roll(now).await {
-                tracing::error!("{}: cannot roll segment: {e}", self.dir.display());
-                for p in round {
-                    let _ = p.reply.send(Err(KafkaError::storage(&e)));
-                }
-                return;
-            }
-        }
         // Lay out the round: [partial tail block][batches...][zero padding to 4 KiB].
-        let (file, write_pos, buf, outcomes) = {
+        let (file, write_pos, buf, starts, log_start_offset) = {
             let st = self.state.borrow();
             let active = st.active();
             let write_pos = active.size / BLOCK * BLOCK;
@@ -653,61 +599,57 @@ impl PartitionLog {
             out[..lead].copy_from_slice(&st.tail_block);
             let mut at = lead;
             let mut next = st.next_offset;
-            let append_time = if config.log_append_time {
-                Some(now)
-            } else {
-                None
-            };
-            let mut outcomes = Vec::with_capacity(round.len());
-            for p in &round {
-                let base = next;
-                for &(s, e) in &p.batches.batches {
+            let append_time = config.log_append_time.then_some(now);
+            let mut starts = Vec::with_capacity(items.len());
+            for b in items {
+                starts.push(Position {
+                    offset: next,
+                    segment: active.base_offset,
+                    position: active.size + (at - lead) as u64,
+                });
+                for &(s, e) in &b.batches {
                     let dst = &mut out[at..at + (e - s)];
-                    dst.copy_from_slice(&p.batches.records[s..e]);
+                    dst.copy_from_slice(&b.records[s..e]);
                     let count = BatchView { bytes: dst }.last_offset_delta() as i64 + 1;
                     record::assign_offsets(dst, next, LEADER_EPOCH, append_time);
                     next += count;
                     at += e - s;
                 }
-                outcomes.push(AppendOutcome {
-                    base_offset: base,
-                    log_append_time: if config.log_append_time { now } else { -1 },
-                    log_start_offset: st.log_start_offset,
-                });
             }
             out[at..].fill(0);
-            (Rc::clone(&active.file), write_pos, Rc::new(buf), outcomes)
+            (
+                Rc::clone(&active.file),
+                write_pos,
+                Rc::new(buf),
+                starts,
+                st.log_start_offset,
+            )
         };
         let written = file.write_rc_at(Rc::clone(&buf), write_pos).await;
-        let ok = matches!(written, Ok(n) if n == buf.len());
-        if !ok {
-            let msg = match written {
-                Ok(n) => format!("short write of {n} of {} bytes", buf.len()),
-                Err(e) => e.to_string(),
-            };
-            tracing::error!("{}: write failed: {msg}", self.dir.display());
-            for p in round {
-                let _ = p.reply.send(Err(KafkaError::storage(&msg)));
+        match written {
+            Ok(n) if n == buf.len() => {}
+            Ok(n) => {
+                let msg = format!("short write of {n} of {} bytes", buf.len());
+                tracing::error!("{}: write failed: {msg}", self.dir.display());
+                return Err(StorageError::Io(msg));
             }
-            return;
-        }
-        self.publish_round(&buf, total, &config);
-        let mut synced = Vec::new();
-        for (p, outcome) in round.into_iter().zip(outcomes) {
-            if p.sync {
-                synced.push((p.reply, outcome));
-            } else {
-                let _ = p.reply.send(Ok(outcome));
+            Err(e) => {
+                tracing::error!("{}: write failed: {e}", self.dir.display());
+                return Err(StorageError::io(e));
             }
         }
-        if !synced.is_empty() {
-            self.sync_and_reply(file, synced).await;
-        }
+        let end = self.publish_round(&buf, total, &config);
+        Ok(RoundWritten {
+            starts,
+            end,
+            log_append_time: if config.log_append_time { now } else { -1 },
+            log_start_offset,
+        })
     }
 
-    /// After a successful write: index the batches, advance the high watermark, keep the
-    /// buffer as hot tail, and wake waiting fetches.
-    fn publish_round(&self, buf: &Rc<DmaBuffer>, total: usize, config: &LogConfig) {
+    /// After a successful write: index the batches, advance the log end offset and keep the
+    /// buffer as hot tail. Returns the new end.
+    fn publish_round(&self, buf: &Rc<DmaBuffer>, total: usize, config: &LogConfig) -> Position {
         let mut st = self.state.borrow_mut();
         let lead = st.tail_block.len();
         let bytes = buf.as_bytes();
@@ -746,32 +688,114 @@ impl PartitionLog {
                 }
             }
         }
-        drop(st);
-        self.data_appended.notify(usize::MAX);
+        st.end()
     }
 
-    /// Closes the active segment (synced, indexes written) and starts a new one.
-    async fn roll(&self, now: i64) -> std::io::Result<()> {
-        // The group-commit sync in flight must report its own result first: an error is
-        // reported to one fdatasync only, and roll's must not swallow it.
-        self.wait_for_sync().await;
-        let (file, size, next) = {
-            let st = self.state.borrow();
-            (
-                Rc::clone(&st.active().file),
-                st.active().size,
-                st.next_offset,
-            )
+    /// Records an aborted transaction whose marker was just written (in the active segment).
+    pub fn add_aborted_txn(&self, txn: AbortedTxn) {
+        let mut st = self.state.borrow_mut();
+        let seg = match st.segments.range_mut(..=txn.last_offset).next_back() {
+            Some((_, seg)) => seg,
+            None => st.active_mut(),
         };
+        seg.txn_index.push(txn);
+    }
+
+    /// Aborted transactions overlapping [`from`, `upper`), from the transaction indexes of the
+    /// segments at and after the one holding `from` (Kafka's `collectAbortedTransactions`).
+    pub fn aborted_txns(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        let st = self.state.borrow();
+        let start = st
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        let mut out = Vec::new();
+        for seg in st.segments.range(start..).map(|(_, s)| s) {
+            let found = seg.txn_index.collect(from, upper);
+            out.extend(found.found);
+            if found.complete {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Waits for the fdatasync in flight, if any.
+    async fn wait_for_sync(&self) {
+        while self.sync_in_flight.get() {
+            let l = self.sync_done.listen();
+            if !self.sync_in_flight.get() {
+                break;
+            }
+            l.await;
+        }
+    }
+
+    /// fdatasyncs the active segment and returns the end it covers: everything written when
+    /// the call began (closed segments were synced when they rolled). One runs at a time.
+    /// After a failed sync the kernel may report the next one as fine although the earlier
+    /// data is lost, so once one fails every later one fails too.
+    pub async fn sync(&self) -> Result<Position, StorageError> {
+        self.wait_for_sync().await;
+        if self.failed.get() {
+            return Err(StorageError::Fenced);
+        }
+        let (file, end) = {
+            let st = self.state.borrow();
+            (Rc::clone(&st.active().file), st.end())
+        };
+        self.sync_in_flight.set(true);
+        let result = file.fdatasync().await;
+        self.sync_in_flight.set(false);
+        self.sync_done.notify(usize::MAX);
+        match result {
+            Ok(()) if !self.failed.get() => Ok(end),
+            Ok(()) => Err(StorageError::Fenced),
+            Err(e) => {
+                tracing::error!(
+                    "{}: fdatasync failed, refusing further writes: {e}",
+                    self.dir.display()
+                );
+                self.failed.set(true);
+                Err(StorageError::io(e))
+            }
+        }
+    }
+
+    /// Closes the active segment (synced, indexes written), writes `snapshot` (the producer
+    /// state at the new segment's base) and starts a new segment there. Returns the end the
+    /// roll made durable.
+    pub async fn roll(
+        &self,
+        now: i64,
+        snapshot: Option<Vec<u8>>,
+    ) -> Result<Position, StorageError> {
+        // The sync in flight must report its own result first: an error is reported to one
+        // fdatasync only, and roll's must not swallow it.
+        self.wait_for_sync().await;
+        if self.failed.get() {
+            return Err(StorageError::Fenced);
+        }
+        self.roll_requested.set(false);
+        let (file, size, end) = {
+            let st = self.state.borrow();
+            (Rc::clone(&st.active().file), st.active().size, st.end())
+        };
+        let next = end.offset;
         // Trim the O_DIRECT padding after the last batch, so the closed file is exactly its batches.
-        file.truncate(size).await.map_err(std::io::Error::from)?;
+        file.truncate(size).await.map_err(StorageError::io)?;
         if let Err(e) = file.fdatasync().await {
             self.failed.set(true);
-            return Err(e.into());
+            return Err(StorageError::io(e));
         }
-        let segment = Segment::create(&self.dir, next, now).await?;
+        let segment = Segment::create(&self.dir, next, now)
+            .await
+            .map_err(StorageError::io)?;
         let dir = self.dir.clone();
-        blocking(move || std::fs::File::open(dir)?.sync_all()).await?;
+        blocking(move || std::fs::File::open(dir)?.sync_all())
+            .await
+            .map_err(StorageError::io)?;
         let index_files = {
             let mut st = self.state.borrow_mut();
             let files = st.active_mut().index_files();
@@ -779,29 +803,88 @@ impl PartitionLog {
             st.tail_block.clear();
             files
         };
-        index_files.write().await?;
-        write_small_file(self.dir.join(RECOVERY_POINT_FILE), next.to_string()).await
+        index_files.write().await.map_err(StorageError::io)?;
+        if let Some(bytes) = snapshot {
+            self.write_snapshot(next, bytes).await;
+        }
+        write_small_file(self.dir.join(RECOVERY_POINT_FILE), next.to_string())
+            .await
+            .map_err(StorageError::io)?;
+        Ok(end)
     }
 
-    /// Whole batches from `offset` on, at most `max_bytes` (but always one whole batch).
-    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, KafkaError> {
+    /// Writes a producer-state snapshot taken at `offset` and removes all but the newest few.
+    /// A failure is logged: snapshots only shorten recovery.
+    pub async fn write_snapshot(&self, offset: i64, bytes: Vec<u8>) {
+        let dir = self.dir.clone();
+        let written = blocking(move || -> std::io::Result<()> {
+            crate::metadata::write_atomically(&dir.join(file_name(offset, SNAPSHOT_EXT)), &bytes)?;
+            let mut all = list_snapshots(&dir)?;
+            all.sort_unstable();
+            let doomed = all.len().saturating_sub(SNAPSHOTS_KEPT);
+            for old in &all[..doomed] {
+                std::fs::remove_file(dir.join(file_name(*old, SNAPSHOT_EXT)))?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = written {
+            tracing::warn!(
+                "{}: cannot write producer snapshot at {offset}: {e}",
+                self.dir.display()
+            );
+        }
+    }
+
+    /// The producer-state snapshots on disk, newest first: (offset, contents).
+    pub async fn snapshots(&self) -> Vec<(i64, std::io::Result<Vec<u8>>)> {
+        let dir = self.dir.clone();
+        blocking(move || {
+            let mut all = list_snapshots(&dir).unwrap_or_default();
+            all.sort_unstable_by(|a, b| b.cmp(a));
+            all.into_iter()
+                .map(|o| (o, std::fs::read(dir.join(file_name(o, SNAPSHOT_EXT)))))
+                .collect()
+        })
+        .await
+    }
+
+    /// Removes a snapshot that recovery cannot use (taken past the recovered log end).
+    pub async fn remove_snapshot(&self, offset: i64) {
+        let path = self.dir.join(file_name(offset, SNAPSHOT_EXT));
+        if let Err(e) = blocking(move || std::fs::remove_file(path)).await {
+            tracing::warn!("{}: cannot remove snapshot: {e}", self.dir.display());
+        }
+    }
+
+    fn check_range(st: &LogState, offset: i64) -> Result<(), StorageError> {
+        if offset < st.log_start_offset || offset > st.next_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                start: st.log_start_offset,
+                end: st.next_offset,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whole batches from `offset` on that start below `bound`, at most `max_bytes` (but always
+    /// one whole batch). An offset past `bound` but within the log reads nothing.
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        bound: Bound,
+    ) -> Result<Bytes, StorageError> {
         let version = self.segments_version.get();
         let (segment_file, mut pos, mut seg_base, seg_size) = {
             let st = self.state.borrow();
-            if offset < st.log_start_offset || offset > st.next_offset {
-                return Err(KafkaError::new(
-                    error::OFFSET_OUT_OF_RANGE,
-                    format!(
-                        "offset {offset} is outside [{}, {}]",
-                        st.log_start_offset, st.next_offset
-                    ),
-                ));
-            }
-            if offset == st.next_offset {
+            Self::check_range(&st, offset)?;
+            if offset >= st.next_offset || offset >= bound.offset {
                 return Ok(Bytes::new());
             }
             if st.hot.front().is_some_and(|c| c.base_offset <= offset) {
-                return Ok(read_hot(&st.hot, offset, max_bytes));
+                return Ok(read_hot(&st.hot, offset, max_bytes, bound.offset));
             }
             // Below every segment (the log start lies in a gap compaction left): the first.
             let found = st.segments.range(..=offset).next_back();
@@ -825,11 +908,15 @@ impl PartitionLog {
                 // End of this segment: continue in the next one, if any. If the cleaner
                 // replaced segments meanwhile, the next one may not follow this one: start over.
                 if out.is_empty() && self.segments_version.get() != version {
-                    return Box::pin(self.read(offset, max_bytes)).await;
+                    return Box::pin(self.read(offset, max_bytes, bound)).await;
                 }
                 let st = self.state.borrow();
                 match st.segments.range(seg_base + 1..).next() {
-                    Some((_, next)) if out.is_empty() && next.base_offset < st.next_offset => {
+                    Some((_, next))
+                        if out.is_empty()
+                            && next.base_offset < st.next_offset
+                            && next.base_offset < bound.offset =>
+                    {
                         file = Rc::clone(&next.file);
                         seg_base = next.base_offset;
                         size = next.size;
@@ -840,15 +927,23 @@ impl PartitionLog {
                 }
             }
             let want = window.min((size - pos) as usize);
-            let r = file.read_at(pos, want).await.map_err(KafkaError::storage)?;
+            let r = file.read_at(pos, want).await.map_err(StorageError::io)?;
             let chunk: &[u8] = &r;
             let mut at = 0;
             let mut progressed = false;
             while let Some(len) = record::framed_len(&chunk[at..]) {
+                if (BatchView {
+                    bytes: &chunk[at..],
+                })
+                .base_offset()
+                    >= bound.offset
+                {
+                    return Ok(out.freeze());
+                }
                 if at + len > chunk.len() {
                     if out.is_empty() && !progressed && at == 0 {
                         // One batch larger than the window: read exactly it.
-                        let whole = file.read_at(pos, len).await.map_err(KafkaError::storage)?;
+                        let whole = file.read_at(pos, len).await.map_err(StorageError::io)?;
                         out.extend_from_slice(&whole);
                         return Ok(out.freeze());
                     }
@@ -867,7 +962,7 @@ impl PartitionLog {
                 progressed = true;
             }
             if at == 0 {
-                break; // nothing readable here (should not happen below the high watermark)
+                break; // nothing readable here (should not happen below the log end)
             }
             pos += at as u64;
             if out.len() >= max_bytes {
@@ -879,19 +974,29 @@ impl PartitionLog {
 
     /// Like `read`, but data on disk comes back as a byte range of its segment file, to be
     /// sent to the socket by the kernel (`shardlog.fetch.zero.copy`). The range starts at the
-    /// batch holding `offset` and runs to `max_bytes` (at least that first batch whole) or the
-    /// end of its segment, so it may end inside a batch, as Kafka's file slices do; clients
-    /// drop a partial batch at the end. Data still in the hot tail comes back as bytes.
-    pub async fn read_slice(&self, offset: i64, max_bytes: usize) -> Result<Fetched, KafkaError> {
+    /// batch holding `offset` and runs to `max_bytes` (at least that first batch whole), the
+    /// end of its segment or the bound, so it may end inside a batch, as Kafka's file slices
+    /// do; clients drop a partial batch at the end. Data still in the hot tail, and reads
+    /// whose bound has no known position in this segment, come back as bytes.
+    pub async fn read_slice(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        bound: Bound,
+    ) -> Result<Fetched, StorageError> {
         let version = self.segments_version.get();
-        let in_memory_or_out_of_range = {
+        let in_memory_or_empty = {
             let st = self.state.borrow();
-            offset < st.log_start_offset
-                || offset >= st.next_offset
+            Self::check_range(&st, offset)?;
+            offset >= st.next_offset
+                || offset >= bound.offset
                 || st.hot.front().is_some_and(|c| c.base_offset <= offset)
         };
-        if in_memory_or_out_of_range {
-            return self.read(offset, max_bytes).await.map(Fetched::Memory);
+        if in_memory_or_empty {
+            return self
+                .read(offset, max_bytes, bound)
+                .await
+                .map(Fetched::Memory);
         }
         let (mut file, mut path, mut pos, mut seg_base, mut size) = {
             let st = self.state.borrow();
@@ -909,13 +1014,36 @@ impl PartitionLog {
             )
         };
         loop {
-            if pos >= size {
+            // Where this segment's readable bytes end under the bound.
+            let whole_segment_below = || {
+                let st = self.state.borrow();
+                let next = st.segments.range(seg_base + 1..).next();
+                next.is_some_and(|(base, _)| *base <= bound.offset)
+            };
+            let limit = match bound.position {
+                _ if bound.offset == i64::MAX => size,
+                Some((seg, p)) if seg == seg_base => p.min(size),
+                Some((seg, _)) if seg > seg_base && whole_segment_below() => size,
+                // The bound lies in an earlier segment (replaced by the cleaner) or its place
+                // is unknown: read it into memory, batch by batch.
+                _ => {
+                    return self
+                        .read(offset, max_bytes, bound)
+                        .await
+                        .map(Fetched::Memory)
+                }
+            };
+            if pos >= limit {
                 if self.segments_version.get() != version {
-                    return Box::pin(self.read_slice(offset, max_bytes)).await;
+                    return Box::pin(self.read_slice(offset, max_bytes, bound)).await;
                 }
                 let st = self.state.borrow();
                 match st.segments.range(seg_base + 1..).next() {
-                    Some((_, next)) if next.base_offset < st.next_offset => {
+                    Some((_, next))
+                        if next.base_offset < st.next_offset
+                            && next.base_offset < bound.offset
+                            && limit == size =>
+                    {
                         file = Rc::clone(&next.file);
                         path = next.path("log");
                         seg_base = next.base_offset;
@@ -927,8 +1055,8 @@ impl PartitionLog {
                 }
             }
             // Walk batch headers from the index entry to the batch holding `offset`.
-            let want = record::HEADER_LEN.min((size - pos) as usize);
-            let header = file.read_at(pos, want).await.map_err(KafkaError::storage)?;
+            let want = record::HEADER_LEN.min((limit - pos) as usize);
+            let header = file.read_at(pos, want).await.map_err(StorageError::io)?;
             let header: &[u8] = &header;
             let len = match record::framed_len(header) {
                 Some(len) if header.len() == record::HEADER_LEN => len,
@@ -940,7 +1068,7 @@ impl PartitionLog {
                 continue;
             }
             let first_batch_len = len;
-            let len = (size - pos).min(max_bytes.max(len) as u64) as usize;
+            let len = (limit - pos).min(max_bytes.max(len) as u64) as usize;
             return Ok(Fetched::File(FileSlice {
                 file: self.sendfile_source(seg_base, &file).await?,
                 path,
@@ -958,7 +1086,7 @@ impl PartitionLog {
         &self,
         seg_base: i64,
         dma: &Rc<DmaFile>,
-    ) -> Result<Arc<std::fs::File>, KafkaError> {
+    ) -> Result<Arc<std::fs::File>, StorageError> {
         let cached = self
             .state
             .borrow()
@@ -974,7 +1102,7 @@ impl PartitionLog {
         let file = Arc::new(
             blocking(move || std::fs::File::open(through))
                 .await
-                .map_err(KafkaError::storage)?,
+                .map_err(StorageError::io)?,
         );
         if let Some(seg) = self.state.borrow_mut().segments.get_mut(&seg_base) {
             if Rc::ptr_eq(&seg.file, dma) {
@@ -988,7 +1116,7 @@ impl PartitionLog {
     /// with timestamp >= `ts`. Segments are tried in order (a segment whose matches all lie
     /// below the log start offset does not end the search); within one, the time index gives
     /// where to start scanning.
-    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, KafkaError> {
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
         let candidates: Vec<(Rc<glommio::io::DmaFile>, u64, u64)> = {
             let st = self.state.borrow();
             st.segments
@@ -1007,13 +1135,12 @@ impl PartitionLog {
             while pos < size {
                 let log_start = self.log_start_offset();
                 let want = ((size - pos) as usize).min(1 << 20);
-                let r = file.read_at(pos, want).await.map_err(KafkaError::storage)?;
+                let r = file.read_at(pos, want).await.map_err(StorageError::io)?;
                 let mut at = 0;
                 while let Some(len) = record::framed_len(&r[at..]) {
                     if at + len > r.len() {
                         if at == 0 {
-                            let whole =
-                                file.read_at(pos, len).await.map_err(KafkaError::storage)?;
+                            let whole = file.read_at(pos, len).await.map_err(StorageError::io)?;
                             if let Some(found) = first_at_or_after(&whole, ts, log_start).await {
                                 return Ok(Some(found));
                             }
@@ -1037,7 +1164,7 @@ impl PartitionLog {
 
     /// The record with the largest timestamp (ListOffsets MAX_TIMESTAMP): the first record
     /// carrying the largest timestamp of the live segments.
-    pub async fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, KafkaError> {
+    pub async fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, StorageError> {
         let max = {
             let st = self.state.borrow();
             st.segments
@@ -1053,21 +1180,25 @@ impl PartitionLog {
         self.offset_for_timestamp(max).await
     }
 
-    /// Moves the log start offset forward (DeleteRecords); -1 means the high watermark.
-    pub async fn delete_records(&self, offset: i64) -> Result<i64, KafkaError> {
-        let hw = self.high_watermark();
-        let target = if offset == -1 { hw } else { offset };
-        if target < 0 || target > hw {
-            return Err(KafkaError::new(
-                error::OFFSET_OUT_OF_RANGE,
-                format!("offset {offset} is past the high watermark {hw}"),
-            ));
+    /// Moves the log start offset forward to `target` (DeleteRecords), which must not pass
+    /// `high_watermark`. Returns the log start offset after.
+    pub async fn delete_records(
+        &self,
+        target: i64,
+        high_watermark: i64,
+    ) -> Result<i64, StorageError> {
+        if target < 0 || target > high_watermark {
+            return Err(StorageError::OffsetOutOfRange {
+                offset: target,
+                start: self.log_start_offset(),
+                end: high_watermark,
+            });
         }
         if target > self.log_start_offset() {
             self.state.borrow_mut().log_start_offset = target;
             write_small_file(self.dir.join(LOG_START_FILE), target.to_string())
                 .await
-                .map_err(KafkaError::storage)?;
+                .map_err(StorageError::io)?;
             self.delete_segments_below_start().await;
         }
         Ok(self.log_start_offset())
@@ -1094,8 +1225,9 @@ impl PartitionLog {
         }
     }
 
-    /// Deletes whole closed segments past `retention.ms` or beyond `retention.bytes`.
-    pub async fn enforce_retention(&self, now: i64) {
+    /// Deletes whole closed segments past `retention.ms` or beyond `retention.bytes`, never
+    /// moving the log start offset past `upper` (the high watermark).
+    pub async fn enforce_retention(&self, now: i64, upper: i64) {
         let config = self.config();
         if !config.delete {
             return;
@@ -1122,8 +1254,10 @@ impl PartitionLog {
                     // pass deletes it (a log always keeps one segment, as in Kafka).
                     if s.size > 0 {
                         self.roll_requested.set(true);
-                        self.appender_wake.notify(1);
                     }
+                    break;
+                }
+                if s.next_offset > upper {
                     break;
                 }
                 total -= s.size as i64;
@@ -1174,7 +1308,7 @@ impl PartitionLog {
     pub async fn segment_reader(
         &self,
         segment: &ClosedSegment,
-    ) -> Result<Arc<std::fs::File>, KafkaError> {
+    ) -> Result<Arc<std::fs::File>, StorageError> {
         self.sendfile_source(segment.base_offset, &segment.file)
             .await
     }
@@ -1255,6 +1389,23 @@ impl PartitionLog {
             )));
         }
         segment.next_offset = end;
+        // The aborted transactions of every replaced segment stay with the one replacing them;
+        // their merged index is written before the swap, which puts it in place.
+        {
+            let st = self.state.borrow();
+            for g in group {
+                if let Some(s) = st.segments.get(&g.base_offset) {
+                    for t in &s.txn_index.entries {
+                        segment.txn_index.push(*t);
+                    }
+                }
+            }
+        }
+        if !segment.txn_index.entries.is_empty() {
+            let path = self.dir.join(file_name(base, CLEANED_TXN_INDEX_EXT));
+            let bytes = segment.txn_index.encode();
+            blocking(move || crate::metadata::write_atomically(&path, &bytes)).await?;
+        }
         write_small_file(self.dir.join(CLEANER_SWAP_FILE), format!("{base} {end}\n")).await?;
         let (dir, replaced): (PathBuf, Vec<i64>) = (
             self.dir.clone(),
@@ -1282,24 +1433,24 @@ impl PartitionLog {
         Ok(true)
     }
 
-    /// Stops the appender after the queue drains, syncs, writes the indexes and trims the
-    /// active segment's padding so that a clean restart needs no scan.
-    pub async fn close(&self) -> std::io::Result<()> {
+    /// Syncs, writes the indexes and `snapshot` (the producer state at the log end) and trims
+    /// the active segment's padding, so that a clean restart needs no scan. The caller has
+    /// stopped appending; nothing is written after this.
+    pub async fn close(&self, snapshot: Option<Vec<u8>>) -> std::io::Result<()> {
         self.closing.set(true);
         // A segment swap in progress finishes first; none starts after `closing`.
         let _permit = self.segment_changes.acquire_permit(1).await;
-        self.appender_wake.notify(usize::MAX);
-        while self.appender_running.get() {
-            let l = self.appender_done.listen();
-            if !self.appender_running.get() {
-                break;
-            }
-            l.await;
-        }
-        let (file, size, index_files) = {
+        self.wait_for_sync().await;
+        let (file, size, end, index_files) = {
             let mut st = self.state.borrow_mut();
+            let end = st.next_offset;
             let active = st.active_mut();
-            (Rc::clone(&active.file), active.size, active.index_files())
+            (
+                Rc::clone(&active.file),
+                active.size,
+                end,
+                active.index_files(),
+            )
         };
         file.truncate(size).await.map_err(std::io::Error::from)?;
         if let Err(e) = file.fdatasync().await {
@@ -1307,8 +1458,25 @@ impl PartitionLog {
             return Err(e.into());
         }
         index_files.write().await?;
+        if let Some(bytes) = snapshot {
+            self.write_snapshot(end, bytes).await;
+        }
         Ok(())
     }
+}
+
+fn list_snapshots(dir: &Path) -> std::io::Result<Vec<i64>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(stem) = name.strip_suffix(".snapshot") {
+            if let Ok(o) = stem.parse::<i64>() {
+                out.push(o);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A topic id as Kafka writes it: URL-safe base64 without padding.
@@ -1359,7 +1527,7 @@ async fn first_at_or_after(batch: &[u8], ts: i64, log_start: i64) -> Option<(i64
         .find(|&(o, t)| t >= ts && o >= log_start)
 }
 
-fn read_hot(hot: &VecDeque<HotChunk>, offset: i64, max_bytes: usize) -> Bytes {
+fn read_hot(hot: &VecDeque<HotChunk>, offset: i64, max_bytes: usize, bound: i64) -> Bytes {
     let i = hot.partition_point(|c| c.next_offset <= offset);
     let mut out = BytesMut::new();
     for c in hot.iter().skip(i) {
@@ -1372,6 +1540,9 @@ fn read_hot(hot: &VecDeque<HotChunk>, offset: i64, max_bytes: usize) -> Bytes {
             let view = BatchView {
                 bytes: &bytes[at..at + len],
             };
+            if view.base_offset() >= bound {
+                return out.freeze();
+            }
             if view.next_offset() > offset {
                 if !out.is_empty() && out.len() + len > max_bytes {
                     return out.freeze();
@@ -1419,9 +1590,13 @@ fn swap_in_cleaned(dir: &Path, replaced: &[i64]) -> std::io::Result<()> {
         _ => Ok(()),
     };
     for &other in &replaced[1..] {
-        for ext in ["log", "index", "timeindex"] {
+        for ext in ["log", "index", "timeindex", "txnindex"] {
             remove(dir.join(file_name(other, ext)))?;
         }
+    }
+    let txn_index = dir.join(file_name(base, CLEANED_TXN_INDEX_EXT));
+    if txn_index.exists() {
+        std::fs::rename(&txn_index, dir.join(file_name(base, "txnindex")))?;
     }
     let cleaned = dir.join(file_name(base, CLEANED_EXT));
     if cleaned.exists() {
@@ -1471,7 +1646,7 @@ fn finish_interrupted_swap(dir: &Path) -> std::io::Result<()> {
 }
 
 async fn remove_segment_files(dir: &Path, base: i64) {
-    let paths: Vec<PathBuf> = ["log", "index", "timeindex"]
+    let paths: Vec<PathBuf> = ["log", "index", "timeindex", "txnindex"]
         .iter()
         .map(|e| dir.join(file_name(base, e)))
         .collect();

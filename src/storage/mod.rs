@@ -1,7 +1,9 @@
 //! Storage: per-partition logs of segments with sparse offset and time indexes.
 //!
 //! Layout under `log.dirs`: `<topic>-<partition>/` holds `<20-digit base offset>.log`,
-//! `.index`, `.timeindex`, `leader-epoch-checkpoint`, `log-start-offset` and `recovery-point`;
+//! `.index`, `.timeindex`, `.txnindex` (aborted transactions, when there are any),
+//! `<20-digit offset>.snapshot` (producer state, written by the partition layer),
+//! `leader-epoch-checkpoint`, `log-start-offset` and `recovery-point`;
 //! compacted partitions add `cleaner-offset-checkpoint` (and, for an instant, `.cleaned`
 //! segments and a `cleaner-swap` marker).
 //! The broker writes `.clean-shutdown` beside the partition directories after a clean stop and
@@ -11,8 +13,11 @@ pub mod cleaner;
 pub mod index;
 pub mod log;
 pub mod segment;
+pub mod txn_index;
 
-pub use log::{now_ms, partition_dir, AppendOutcome, LogSettings, PartitionLog};
+pub use log::{
+    now_ms, partition_dir, Bound, LogSettings, PartitionLog, Position, RoundWritten, StorageError,
+};
 
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use glommio::io::{DmaFile, OpenOptions};
 
 use super::index::{OffsetIndex, TimeIndex};
+use super::txn_index::TxnIndex;
 use crate::record;
 
 pub struct IndexFiles {
@@ -41,6 +42,8 @@ pub struct Segment {
     pub max_timestamp: i64,
     pub index: OffsetIndex,
     pub time_index: TimeIndex,
+    /// Aborted transactions whose abort marker is in this segment.
+    pub txn_index: TxnIndex,
     pub created_ms: i64,
     bytes_since_index: u64,
     pub file: Rc<DmaFile>,
@@ -102,6 +105,7 @@ impl Segment {
             max_timestamp: -1,
             index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
+            txn_index: TxnIndex::default(),
             created_ms: now_ms,
             bytes_since_index: 0,
             file,
@@ -194,17 +198,39 @@ impl Segment {
         Ok(self.size)
     }
 
-    /// The `.index` and `.timeindex` contents to persist, with a final time entry for the
-    /// whole segment. Written by `IndexFiles::write`, so no borrow of the segment spans it.
+    /// The `.index`, `.timeindex` and (when it has entries) `.txnindex` contents to persist,
+    /// with a final time entry for the whole segment. Written by `IndexFiles::write`, so no
+    /// borrow of the segment spans it.
     pub fn index_files(&mut self) -> IndexFiles {
         let relative_end = (self.next_offset - self.base_offset) as u32;
         self.time_index
             .maybe_append(self.max_timestamp, relative_end);
-        IndexFiles {
-            files: vec![
-                (self.path("index"), self.index.encode()),
-                (self.path("timeindex"), self.time_index.encode()),
-            ],
+        let mut files = vec![
+            (self.path("index"), self.index.encode()),
+            (self.path("timeindex"), self.time_index.encode()),
+        ];
+        if !self.txn_index.entries.is_empty() {
+            files.push((self.path("txnindex"), self.txn_index.encode()));
+        }
+        IndexFiles { files }
+    }
+
+    /// Loads the `.txnindex` (none means no aborted transaction); false if it is damaged.
+    pub async fn load_txn_index(&mut self) -> bool {
+        let path = self.path("txnindex");
+        let bytes = glommio::executor()
+            .spawn_blocking(move || std::fs::read(path))
+            .await;
+        match bytes {
+            Ok(b) => match TxnIndex::decode(&b) {
+                Some(i) => {
+                    self.txn_index = i;
+                    true
+                }
+                None => false,
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(_) => false,
         }
     }
 
