@@ -66,6 +66,22 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("group.initial.rebalance.delay.ms", "3000"),
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
+    ("transaction.state.log.num.partitions", "50"),
+    ("transaction.state.log.segment.bytes", "104857600"),
+    ("transaction.state.log.replication.factor", "1"),
+    ("transaction.state.log.min.isr", "1"),
+    ("transaction.max.timeout.ms", "900000"),
+    ("transactional.id.expiration.ms", "604800000"),
+    (
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "10000",
+    ),
+    (
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        "3600000",
+    ),
+    ("producer.id.expiration.ms", "86400000"),
+    ("producer.id.expiration.check.interval.ms", "600000"),
     // shardlog's own knobs.
     ("shardlog.write.buffer.bytes", "1048576"),
     ("shardlog.hot.tail.bytes", "8388608"),
@@ -118,6 +134,17 @@ pub struct BrokerConfig {
     pub fetch_zero_copy: bool,
     /// `shardlog.log.durability`: what the high watermark waits for (fdatasync or the write).
     pub durability: crate::partition::Durability,
+    /// `transaction.max.timeout.ms` and `transactional.id.expiration.ms`.
+    pub txn_config: crate::txn::state::TxnConfig,
+    /// `transaction.state.log.num.partitions` and `transaction.state.log.segment.bytes`.
+    pub txn_topic_partitions: i32,
+    pub txn_topic_segment_bytes: u64,
+    /// How often timed-out transactions are aborted and idle transactional ids expired.
+    pub txn_abort_check_ms: u64,
+    pub txn_expire_check_ms: u64,
+    /// `producer.id.expiration.ms` and how often idle producers are looked for.
+    pub producer_id_expiration_ms: i64,
+    pub producer_id_expiration_check_ms: u64,
     /// Defaults for topic configs, derived from the `log.*` keys.
     pub log_defaults: LogConfig,
 }
@@ -353,6 +380,22 @@ impl BrokerConfig {
                 "shardlog.fetch.zero.copy",
                 get("shardlog.fetch.zero.copy"),
             )?,
+            txn_config: crate::txn::state::TxnConfig {
+                max_timeout_ms: positive("transaction.max.timeout.ms")?.min(i32::MAX as i64) as i32,
+                id_expiration_ms: positive("transactional.id.expiration.ms")?,
+            },
+            txn_topic_partitions: positive("transaction.state.log.num.partitions")?
+                .min(i32::MAX as i64) as i32,
+            txn_topic_segment_bytes: positive("transaction.state.log.segment.bytes")? as u64,
+            txn_abort_check_ms: positive(
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            )? as u64,
+            txn_expire_check_ms: positive(
+                "transaction.remove.expired.transaction.cleanup.interval.ms",
+            )? as u64,
+            producer_id_expiration_ms: positive("producer.id.expiration.ms")?,
+            producer_id_expiration_check_ms: positive("producer.id.expiration.check.interval.ms")?
+                as u64,
             durability: match get("shardlog.log.durability") {
                 "sync" => crate::partition::Durability::Sync,
                 "write" => crate::partition::Durability::Write,

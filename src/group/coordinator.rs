@@ -30,8 +30,9 @@ use super::state::{
     SyncResponse, Waiter,
 };
 use crate::partition::producer_state::Origin;
+use crate::partition::producer_state::ProducerError;
 use crate::partition::{self, Acks, Partition};
-use crate::record::builder::{BatchBuilder, Codec};
+use crate::record::builder::{BatchBuilder, Codec, ProducerFields};
 
 /// A request for the coordinator of `group`.
 pub enum GroupCall {
@@ -50,8 +51,23 @@ pub enum GroupCall {
         /// (topic, partition, offset, leader epoch, metadata)
         offsets: Vec<(String, i32, i64, i32, String)>,
     },
-    /// `None`: every committed offset of the group.
-    FetchOffsets(Option<Vec<(String, i32)>>),
+    /// A transactional producer's offsets: pending until its transaction's marker.
+    TxnCommit {
+        transactional_id: String,
+        producer_id: i64,
+        epoch: i16,
+        member_id: String,
+        instance_id: Option<String>,
+        generation: i32,
+        /// (topic, partition, offset, leader epoch, metadata)
+        offsets: Vec<(String, i32, i64, i32, String)>,
+    },
+    /// `partitions: None`: every committed offset of the group. With `require_stable`, a
+    /// partition with a transactional commit pending answers UNSTABLE_OFFSET_COMMIT.
+    FetchOffsets {
+        partitions: Option<Vec<(String, i32)>>,
+        require_stable: bool,
+    },
     Describe,
     Delete,
     DeleteOffsets(Vec<(String, i32)>),
@@ -80,14 +96,23 @@ pub enum GroupAnswer {
     Code(i16),
     /// A group-level error, then one per member or partition.
     Codes(i16, Vec<i16>),
-    Offsets(i16, Vec<(String, i32, Option<OffsetValue>)>),
+    /// A group-level error, then each partition with its offset or its error.
+    Offsets(i16, Vec<(String, i32, Result<Option<OffsetValue>, i16>)>),
     Describe(GroupSummary),
 }
+
+/// A transaction's offsets for a group, each with where its record lies.
+type PendingOffsets = BTreeMap<(String, i32), (OffsetValue, i64)>;
 
 /// A group and what it has committed.
 struct Entry {
     group: Group,
     offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// Where in `__consumer_offsets` each committed offset's record lies: a transaction's
+    /// offsets replace a commit only if written after it (as Kafka's appendedBatchOffset).
+    written_at: HashMap<(String, i32), i64>,
+    /// Offsets of open transactions, by producer id, with where each record lies.
+    pending_txn: HashMap<i64, PendingOffsets>,
     /// The group's `__consumer_offsets` partition.
     log: Option<Rc<Partition>>,
     /// The shape last recorded as group metadata.
@@ -109,6 +134,8 @@ impl Entry {
         Entry {
             group: Group::new(id, config),
             offsets: BTreeMap::new(),
+            written_at: HashMap::new(),
+            pending_txn: HashMap::new(),
             log: None,
             recorded: None,
             settled_ms: now_wall_ms(),
@@ -121,6 +148,27 @@ impl Entry {
             state: self.group.state(),
             members: self.group.members().map(|m| m.id.clone()).collect(),
         }
+    }
+
+    /// A producer's transaction ended: its pending offsets become the committed ones (each
+    /// unless a commit written after it is there) or are dropped.
+    fn end_txn(&mut self, producer_id: i64, commit: bool) {
+        let Some(pending) = self.pending_txn.remove(&producer_id) else {
+            return;
+        };
+        if !commit {
+            return;
+        }
+        for (tp, (value, at)) in pending {
+            if self.written_at.get(&tp).is_none_or(|&w| w < at) {
+                self.offsets.insert(tp.clone(), value);
+                self.written_at.insert(tp, at);
+            }
+        }
+    }
+
+    fn has_pending(&self, tp: &(String, i32)) -> bool {
+        self.pending_txn.values().any(|p| p.contains_key(tp))
     }
 
     /// The offsets past retention at `now`: none while the group has members; all once it
@@ -295,13 +343,16 @@ impl Coordinator {
     }
 
     /// Serves one call; `log` is the group's `__consumer_offsets` partition (on this shard).
+    /// Serves one call; `log` is the group's `__consumer_offsets` partition (on this shard);
+    /// `verify` checks a transactional commit's partition is in the producer's transaction.
     pub async fn serve(
         &self,
         group_id: &str,
         call: GroupCall,
         log: Option<Rc<Partition>>,
+        verify: Option<partition::Verifier>,
     ) -> GroupAnswer {
-        let answer = self.answer(group_id, call, log).await;
+        let answer = self.answer(group_id, call, log, verify).await;
         self.record_group_changes().await;
         answer
     }
@@ -330,7 +381,7 @@ impl Coordinator {
             }
         }
         for (log, key, value) in writes {
-            persist(Some(&log), vec![(key, Some(value))]).await;
+            persist_code(Some(&log), vec![(key, Some(value))]).await;
         }
     }
 
@@ -339,6 +390,7 @@ impl Coordinator {
         group_id: &str,
         call: GroupCall,
         log: Option<Rc<Partition>>,
+        verify: Option<partition::Verifier>,
     ) -> GroupAnswer {
         match call {
             GroupCall::Join(mut req) => {
@@ -431,33 +483,105 @@ impl Coordinator {
                     .map(|((t, p), v)| (offset_key(group_id, t, *p), Some(v.encode())))
                     .collect();
                 let _shared = self.offsets_lock.read().await;
-                let code = persist(log.as_ref(), records).await;
-                if code != state::NONE {
-                    return GroupAnswer::Codes(code, vec![code; n]);
-                }
+                let base = match persist(log.as_ref(), records, None, None).await {
+                    Ok(base) => base,
+                    Err(code) => return GroupAnswer::Codes(code, vec![code; n]),
+                };
                 self.with_group(group_id, true, log.as_ref(), |e, _| {
-                    e.offsets.extend(values);
+                    for (i, (tp, v)) in values.into_iter().enumerate() {
+                        e.written_at.insert(tp.clone(), base + i as i64);
+                        e.offsets.insert(tp, v);
+                    }
                     ((), Vec::new())
                 });
                 GroupAnswer::Codes(state::NONE, vec![state::NONE; n])
             }
-            GroupCall::FetchOffsets(wanted) => {
+            GroupCall::TxnCommit {
+                transactional_id: _,
+                producer_id,
+                epoch,
+                member_id,
+                instance_id,
+                generation,
+                offsets,
+            } => {
+                let n = offsets.len();
+                let code = self
+                    .with_group(group_id, true, log.as_ref(), |e, _| {
+                        let code = e.group.check_txn_commit(
+                            &member_id,
+                            instance_id.as_deref(),
+                            generation,
+                        );
+                        (code, Vec::new())
+                    })
+                    .unwrap_or(state::COORDINATOR_NOT_AVAILABLE);
+                if code != state::NONE {
+                    return GroupAnswer::Codes(code, vec![code; n]);
+                }
+                let ts = now_wall_ms();
+                let values: Vec<((String, i32), OffsetValue)> = offsets
+                    .into_iter()
+                    .map(|(topic, partition, offset, leader_epoch, metadata)| {
+                        let value = OffsetValue {
+                            offset,
+                            leader_epoch,
+                            metadata,
+                            commit_timestamp: ts,
+                        };
+                        ((topic, partition), value)
+                    })
+                    .collect();
+                let records = values
+                    .iter()
+                    .map(|((t, p), v)| (offset_key(group_id, t, *p), Some(v.encode())))
+                    .collect();
+                let producer = ProducerFields {
+                    producer_id,
+                    epoch,
+                    base_sequence: -1,
+                    transactional: true,
+                };
+                let _shared = self.offsets_lock.read().await;
+                let base = match persist(log.as_ref(), records, Some(producer), verify).await {
+                    Ok(base) => base,
+                    Err(code) => return GroupAnswer::Codes(code, vec![code; n]),
+                };
+                self.with_group(group_id, true, log.as_ref(), |e, _| {
+                    let pending = e.pending_txn.entry(producer_id).or_default();
+                    for (i, (tp, v)) in values.into_iter().enumerate() {
+                        pending.insert(tp, (v, base + i as i64));
+                    }
+                    ((), Vec::new())
+                });
+                GroupAnswer::Codes(state::NONE, vec![state::NONE; n])
+            }
+            GroupCall::FetchOffsets {
+                partitions,
+                require_stable,
+            } => {
                 let groups = self.groups.borrow();
-                let stored = groups.get(group_id).map(|e| &e.offsets);
-                let found = match wanted {
-                    Some(parts) => parts
+                let entry = groups.get(group_id);
+                let parts: Vec<(String, i32)> = match partitions {
+                    Some(parts) => parts,
+                    None => entry
                         .into_iter()
-                        .map(|(t, p)| {
-                            let v = stored.and_then(|s| s.get(&(t.clone(), p)).cloned());
-                            (t, p, v)
-                        })
-                        .collect(),
-                    None => stored
-                        .into_iter()
-                        .flatten()
-                        .map(|((t, p), v)| (t.clone(), *p, Some(v.clone())))
+                        .flat_map(|e| e.offsets.keys().cloned())
                         .collect(),
                 };
+                let found = parts
+                    .into_iter()
+                    .map(|tp| {
+                        let v = match entry {
+                            Some(e) if require_stable && e.has_pending(&tp) => {
+                                Err(UNSTABLE_OFFSET_COMMIT)
+                            }
+                            Some(e) => Ok(e.offsets.get(&tp).cloned()),
+                            None => Ok(None),
+                        };
+                        (tp.0, tp.1, v)
+                    })
+                    .collect();
                 GroupAnswer::Offsets(state::NONE, found)
             }
             GroupCall::Describe => {
@@ -529,7 +653,7 @@ impl Coordinator {
                     .map(|(t, p)| (offset_key(group_id, t, *p), None))
                     .chain([(group_key(group_id), None)])
                     .collect();
-                let code = persist(log.as_ref(), tombstones).await;
+                let code = persist_code(log.as_ref(), tombstones).await;
                 let mut groups = self.groups.borrow_mut();
                 if code == state::NONE {
                     groups.remove(group_id);
@@ -555,7 +679,7 @@ impl Coordinator {
                     .iter()
                     .map(|(t, p)| (offset_key(group_id, t, *p), None))
                     .collect();
-                let code = persist(log.as_ref(), tombstones).await;
+                let code = persist_code(log.as_ref(), tombstones).await;
                 if code != state::NONE {
                     return GroupAnswer::Codes(code, Vec::new());
                 }
@@ -591,53 +715,34 @@ impl Coordinator {
             };
             // Compaction leaves gaps, even at a batch's end: go on after the batch, not after
             // its last record.
-            if let Some(end) = crate::client::batches_end(&bytes) {
-                offset = offset.max(end);
+            let (batches, _) = crate::record::valid_prefix(&bytes);
+            if batches.is_empty() {
+                break;
             }
-            let records = match crate::client::decode_records(bytes) {
-                Ok(r) if !r.is_empty() => r,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::error!("{}: damaged offsets batch: {e}", log.log.dir.display());
-                    break;
-                }
-            };
-            for r in records {
-                offset = offset.max(r.offset + 1);
-                let Some(key) = r.key else { continue };
-                let (group, topic, partition) = match Key::decode(&key) {
-                    Ok(Key::Offset {
-                        group,
-                        topic,
-                        partition,
-                    }) => (group, topic, partition),
-                    Ok(Key::Group { group }) => {
-                        match r.value.map(|v| GroupValue::decode(&v)) {
-                            Some(Ok(v)) => {
-                                metadata.insert(group, v);
-                            }
-                            Some(Err(e)) => tracing::warn!("{}: {e}", log.log.dir.display()),
-                            None => {
-                                metadata.remove(&group);
+            let mut at = 0;
+            for view in batches {
+                let batch = bytes.slice(at..at + view.len());
+                at += view.len();
+                offset = offset.max(view.next_offset());
+                if view.is_control() {
+                    let marker = crate::record::control::read_marker(view.bytes);
+                    if let Some(m) = marker.filter(|m| m.kind <= crate::record::control::COMMIT) {
+                        let commit = m.kind == crate::record::control::COMMIT;
+                        for e in self.groups.borrow_mut().values_mut() {
+                            if e.log.as_ref().is_some_and(|l| Rc::ptr_eq(l, log)) {
+                                e.end_txn(view.producer_id(), commit);
                             }
                         }
-                        continue;
                     }
-                    Err(_) => continue,
-                };
-                let mut groups = self.groups.borrow_mut();
-                let entry = groups
-                    .entry(group.clone())
-                    .or_insert_with(|| Entry::new(&group, self.config));
-                entry.log = Some(Rc::clone(log));
-                match r.value.map(|v| OffsetValue::decode(&v)) {
-                    Some(Ok(v)) => {
-                        entry.offsets.insert((topic, partition), v);
-                        loaded += 1;
+                    continue;
+                }
+                let txn_producer = view.is_transactional().then(|| view.producer_id());
+                match crate::client::decode_records(batch) {
+                    Ok(records) => {
+                        loaded += self.load_records(log, records, txn_producer, &mut metadata)
                     }
-                    Some(Err(e)) => tracing::warn!("{}: {e}", log.log.dir.display()),
-                    None => {
-                        entry.offsets.remove(&(topic, partition));
+                    Err(e) => {
+                        tracing::error!("{}: damaged offsets batch: {e}", log.log.dir.display());
                     }
                 }
             }
@@ -657,14 +762,85 @@ impl Coordinator {
         }
         self.deadlines_changed.notify(usize::MAX);
         // Groups whose offsets were all deleted are gone.
-        self.groups
-            .borrow_mut()
-            .retain(|_, e| !e.offsets.is_empty() || e.group.state() != State::Empty);
+        self.groups.borrow_mut().retain(|_, e| {
+            !e.offsets.is_empty() || !e.pending_txn.is_empty() || e.group.state() != State::Empty
+        });
         if loaded > 0 {
             tracing::info!(
                 "{}: loaded {loaded} committed offsets",
                 log.log.dir.display()
             );
+        }
+    }
+
+    /// Installs one batch's records read back at load (a transactional batch's offsets stay
+    /// pending for `txn_producer` until its marker). Returns how many offsets it held.
+    fn load_records(
+        &self,
+        log: &Rc<Partition>,
+        records: Vec<crate::client::Consumed>,
+        txn_producer: Option<i64>,
+        metadata: &mut HashMap<String, GroupValue>,
+    ) -> usize {
+        let mut loaded = 0;
+        for r in records {
+            let Some(key) = r.key else { continue };
+            let (group, topic, partition) = match Key::decode(&key) {
+                Ok(Key::Offset {
+                    group,
+                    topic,
+                    partition,
+                }) => (group, topic, partition),
+                Ok(Key::Group { group }) => {
+                    match r.value.map(|v| GroupValue::decode(&v)) {
+                        Some(Ok(v)) => {
+                            metadata.insert(group, v);
+                        }
+                        Some(Err(e)) => tracing::warn!("{}: {e}", log.log.dir.display()),
+                        None => {
+                            metadata.remove(&group);
+                        }
+                    }
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let mut groups = self.groups.borrow_mut();
+            let entry = groups
+                .entry(group.clone())
+                .or_insert_with(|| Entry::new(&group, self.config));
+            entry.log = Some(Rc::clone(log));
+            let tp = (topic, partition);
+            match (r.value.map(|v| OffsetValue::decode(&v)), txn_producer) {
+                (Some(Ok(v)), Some(pid)) => {
+                    entry
+                        .pending_txn
+                        .entry(pid)
+                        .or_default()
+                        .insert(tp, (v, r.offset));
+                }
+                (Some(Ok(v)), None) => {
+                    entry.written_at.insert(tp.clone(), r.offset);
+                    entry.offsets.insert(tp, v);
+                    loaded += 1;
+                }
+                (Some(Err(e)), _) => tracing::warn!("{}: {e}", log.log.dir.display()),
+                (None, _) => {
+                    entry.offsets.remove(&tp);
+                    entry.written_at.remove(&tp);
+                }
+            }
+        }
+        loaded
+    }
+
+    /// A marker was written to `log` (a `__consumer_offsets` partition of this shard): the
+    /// producer's pending offsets in the groups stored there are committed or dropped.
+    pub fn end_txn(&self, log: &Rc<Partition>, producer_id: i64, commit: bool) {
+        for e in self.groups.borrow_mut().values_mut() {
+            if e.log.as_ref().is_some_and(|l| Rc::ptr_eq(l, log)) {
+                e.end_txn(producer_id, commit);
+            }
         }
     }
 
@@ -746,7 +922,7 @@ impl Coordinator {
             if all {
                 tombstones.push((group_key(&id), None));
             }
-            if persist(Some(&log), tombstones).await != state::NONE {
+            if persist_code(Some(&log), tombstones).await != state::NONE {
                 continue;
             }
             if !expired.is_empty() {
@@ -783,43 +959,66 @@ fn offset_key(group: &str, topic: &str, partition: i32) -> bytes::Bytes {
     .encode()
 }
 
-/// Appends records (a `None` value is a tombstone) to the group's `__consumer_offsets`
-/// partition and waits until they are fdatasync'ed.
-async fn persist(
+async fn persist_code(
     log: Option<&Rc<Partition>>,
     records: Vec<(bytes::Bytes, Option<bytes::Bytes>)>,
 ) -> i16 {
-    if records.is_empty() {
-        return state::NONE;
-    }
+    persist(log, records, None, None)
+        .await
+        .err()
+        .unwrap_or(state::NONE)
+}
+
+/// Appends records (a `None` value is a tombstone) to the group's `__consumer_offsets`
+/// partition, as `producer`'s if given (a transactional commit, verified with `verify`), and
+/// waits until they are fdatasync'ed. The offset of the first record, or the error code.
+async fn persist(
+    log: Option<&Rc<Partition>>,
+    records: Vec<(bytes::Bytes, Option<bytes::Bytes>)>,
+    producer: Option<ProducerFields>,
+    verify: Option<partition::Verifier>,
+) -> Result<i64, i16> {
     let Some(log) = log else {
-        return state::COORDINATOR_NOT_AVAILABLE;
+        return Err(state::COORDINATOR_NOT_AVAILABLE);
     };
+    if records.is_empty() {
+        return Ok(log.high_watermark());
+    }
     let now = now_wall_ms();
-    let mut batch = BatchBuilder::new(now);
+    let mut batch = BatchBuilder::new(now).producer(producer.unwrap_or(ProducerFields::NONE));
     for (key, value) in &records {
         batch.push_record(now, Some(key), value.as_deref());
     }
     let Ok(bytes) = batch.finish(Codec::None) else {
-        return state::COORDINATOR_NOT_AVAILABLE;
+        return Err(state::COORDINATOR_NOT_AVAILABLE);
     };
     let Ok(validated) = crate::record::validate_batches(bytes, usize::MAX) else {
-        return state::COORDINATOR_NOT_AVAILABLE;
+        return Err(state::COORDINATOR_NOT_AVAILABLE);
     };
     let entry = partition::Entry::Data {
         batches: validated,
         origin: Origin::Coordinator,
     };
-    match log.append_now(entry, Acks::All, None).await {
-        Ok(_) => state::NONE,
+    match log.append_now(entry, Acks::All, verify).await {
+        Ok(a) => Ok(a.base_offset),
+        Err(partition::AppendError::Producer(e)) => Err(match e {
+            ProducerError::StaleEpoch { .. } => INVALID_PRODUCER_EPOCH,
+            ProducerError::InvalidTxnState { .. } => INVALID_TXN_STATE,
+            ProducerError::OutOfOrder { .. } | ProducerError::CoordinatorFenced { .. } => {
+                INVALID_PRODUCER_EPOCH
+            }
+        }),
         Err(e) => {
             tracing::error!("{}: cannot record offsets: {e}", log.log.dir.display());
-            state::COORDINATOR_NOT_AVAILABLE
+            Err(state::COORDINATOR_NOT_AVAILABLE)
         }
     }
 }
 
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const INVALID_TXN_STATE: i16 = 48;
+pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 pub const NON_EMPTY_GROUP: i16 = 68;
 pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 

@@ -1005,6 +1005,33 @@ impl Group {
     /// Whether an OffsetCommit from this member at this generation is accepted: NONE, or the
     /// error Kafka gives. A commit with a negative generation comes from a consumer outside
     /// any group membership and is accepted only while the group has no members.
+    /// A TxnOffsetCommit's checks (Kafka's validateOffsetCommit for transactional commits):
+    /// one without member or generation is accepted in any live state; otherwise the member
+    /// and generation must match, with no rebalance check.
+    pub fn check_txn_commit(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> i16 {
+        if self.state == State::Dead {
+            return COORDINATOR_NOT_AVAILABLE;
+        }
+        if generation < 0
+            && (self.state == State::Empty || (member_id.is_empty() && instance_id.is_none()))
+        {
+            return NONE;
+        }
+        let e = self.check_member(member_id, instance_id);
+        if e != NONE {
+            e
+        } else if generation != self.generation {
+            ILLEGAL_GENERATION
+        } else {
+            NONE
+        }
+    }
+
     pub fn check_commit(&self, member_id: &str, instance_id: Option<&str>, generation: i32) -> i16 {
         if self.state == State::Dead {
             return COORDINATOR_NOT_AVAILABLE;

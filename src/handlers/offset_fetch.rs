@@ -1,5 +1,7 @@
 //! OffsetFetch: committed offsets of one group (v1–v7) or of several at once (v8+), for the
-//! partitions asked or, with none named, for every partition the group committed.
+//! partitions asked or, with none named, for every partition the group committed. With
+//! `require_stable` (v7+), a partition whose offset a transaction has pending answers
+//! UNSTABLE_OFFSET_COMMIT (the consumer retries once the transaction ended).
 
 use std::rc::Rc;
 
@@ -15,15 +17,22 @@ use crate::group::state;
 use crate::protocol::{str_bytes, topic_name};
 use crate::shard::Shard;
 
-type Found = Vec<(String, i32, Option<OffsetValue>)>;
+type Offset = Result<Option<OffsetValue>, i16>;
+type Found = Vec<(String, i32, Offset)>;
 /// Offsets grouped by topic: (topic, [(partition, offset)]).
-type ByTopic = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
+type ByTopic = Vec<(String, Vec<(i32, Offset)>)>;
 
-async fn fetch(shard: &Rc<Shard>, group: &str, wanted: Option<Vec<(String, i32)>>) -> (i16, Found) {
-    match shard
-        .group_call(group, GroupCall::FetchOffsets(wanted))
-        .await
-    {
+async fn fetch(
+    shard: &Rc<Shard>,
+    group: &str,
+    partitions: Option<Vec<(String, i32)>>,
+    require_stable: bool,
+) -> (i16, Found) {
+    let call = GroupCall::FetchOffsets {
+        partitions,
+        require_stable,
+    };
+    match shard.group_call(group, call).await {
         GroupAnswer::Offsets(code, found) => (code, found),
         _ => (state::COORDINATOR_NOT_AVAILABLE, Vec::new()),
     }
@@ -61,7 +70,7 @@ pub async fn handle(
             let wanted = g
                 .topics
                 .map(|ts| partitions_asked(ts.iter().map(|t| (&t.name, &t.partition_indexes[..]))));
-            let (code, found) = fetch(shard, &g.group_id.0, wanted).await;
+            let (code, found) = fetch(shard, &g.group_id.0, wanted, request.require_stable).await;
             let mut group = OffsetFetchResponseGroup::default();
             group.group_id = g.group_id;
             group.error_code = code;
@@ -71,6 +80,10 @@ pub async fn handle(
                 for (p, v) in parts {
                     let mut part = OffsetFetchResponsePartitions::default();
                     part.partition_index = p;
+                    if let Err(e) = v {
+                        part.error_code = e;
+                    }
+                    let v = v.ok().flatten();
                     part.committed_offset = v.as_ref().map_or(-1, |v| v.offset);
                     part.committed_leader_epoch = v.as_ref().map_or(-1, |v| v.leader_epoch);
                     part.metadata = Some(str_bytes(v.as_ref().map_or("", |v| &v.metadata)));
@@ -85,13 +98,14 @@ pub async fn handle(
     let wanted = request
         .topics
         .map(|ts| partitions_asked(ts.iter().map(|t| (&t.name, &t.partition_indexes[..]))));
-    let (code, mut found) = fetch(shard, &request.group_id.0, wanted.clone()).await;
+    let require_stable = version >= 7 && request.require_stable;
+    let (code, mut found) = fetch(shard, &request.group_id.0, wanted.clone(), require_stable).await;
     if code != state::NONE && found.is_empty() {
         // Each partition asked carries the error (v1 has no top-level error code).
         found = wanted
             .unwrap_or_default()
             .into_iter()
-            .map(|(t, p)| (t, p, None))
+            .map(|(t, p)| (t, p, Ok(None)))
             .collect();
     }
     if version >= 2 {
@@ -103,6 +117,10 @@ pub async fn handle(
         for (p, v) in parts {
             let mut part = OffsetFetchResponsePartition::default();
             part.partition_index = p;
+            if let Err(e) = v {
+                part.error_code = e;
+            }
+            let v = v.ok().flatten();
             part.committed_offset = v.as_ref().map_or(-1, |v| v.offset);
             if version >= 5 {
                 part.committed_leader_epoch = v.as_ref().map_or(-1, |v| v.leader_epoch);

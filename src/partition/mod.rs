@@ -143,7 +143,8 @@ impl std::fmt::Display for AppendError {
 
 /// Asks the transaction coordinator whether the partition is in the producer's ongoing
 /// transaction; called only when the batch would start a transaction here.
-pub type Verifier = Box<dyn FnOnce() -> LocalBoxFuture<'static, Result<(), AppendError>>>;
+/// It is given the batch's producer id and epoch.
+pub type Verifier = Box<dyn FnOnce(i64, i16) -> LocalBoxFuture<'static, Result<(), AppendError>>>;
 
 type Reply = oneshot::Sender<Result<Appended, AppendError>>;
 
@@ -451,7 +452,7 @@ impl Partition {
                     .producers
                     .borrow_mut()
                     .verification_guard(b.producer_id, b.epoch);
-                if let Err(e) = verify().await {
+                if let Err(e) = verify(b.producer_id, b.epoch).await {
                     ticket.used = true;
                     self.pass(number);
                     return Err(e);

@@ -277,7 +277,18 @@ async fn shard_main(
         return false;
     };
     let host = config.listen_host.clone();
-    let shard = Shard::new(id, count, Rc::new(config), senders);
+    let producer_id_blocks = if id == 0 {
+        match crate::txn::producer_ids::Allocator::load(&config.log_dir) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                ready(Err(format!("{e:#}")));
+                return false;
+            }
+        }
+    } else {
+        None
+    };
+    let shard = Shard::new(id, count, Rc::new(config), senders, producer_id_blocks);
     if shard.config.advertised_port.is_none() {
         shard.advertised_port.set(port);
     }
@@ -293,6 +304,7 @@ async fn shard_main(
     glommio::spawn_local(Rc::clone(&shard.groups).run_offset_expiry()).detach();
     shard.apply_metadata(snapshot, clean).await;
     shard.load_group_offsets().await;
+    Rc::clone(&shard.txns).load(&shard).await;
     // Accept only once every shard has its partitions open.
     lifecycle.opened.fetch_add(1, Ordering::SeqCst);
     while lifecycle.opened.load(Ordering::SeqCst) < count {
@@ -306,6 +318,9 @@ async fn shard_main(
         }
     };
     ready(Ok(()));
+    // Every shard's partitions are open: unfinished transactions can get their markers.
+    glommio::spawn_local(Rc::clone(&shard.txns).run(Rc::clone(&shard))).detach();
+    glommio::spawn_local(Rc::clone(&shard).run_producer_expiry()).detach();
     glommio::spawn_local(Rc::clone(&shard).run_retention()).detach();
     glommio::spawn_local(Rc::clone(&shard).run_cleaner()).detach();
     glommio::spawn_local({

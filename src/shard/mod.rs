@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod ops;
+mod txn;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -38,14 +39,22 @@ pub enum ShardRequest {
     ApplyMetadata(MetadataSnapshot),
     /// For the coordinator of a group on this shard.
     Group(String, GroupCall),
+    /// For the coordinator of a transactional id on this shard.
+    Txn(String, crate::txn::coordinator::TxnCall),
+    ListTransactions,
     ListGroups,
+    /// For shard 0: a block of producer ids.
+    AllocateProducerIds,
 }
 
 pub enum ShardResponse {
     Partitions(Vec<OpOutcome>),
     Admin(admin::AdminResponse),
     Group(GroupAnswer),
+    Txn(crate::txn::coordinator::TxnAnswer),
+    Transactions(Vec<crate::txn::coordinator::TxnSummary>),
     Groups(Vec<(String, String, crate::group::state::State)>),
+    ProducerIds(Option<crate::txn::producer_ids::Block>),
     Done,
 }
 
@@ -84,6 +93,13 @@ pub struct Shard {
     pub in_flight: Cell<usize>,
     /// Coordinator of the groups whose `__consumer_offsets` slot this shard owns.
     pub groups: Rc<Coordinator>,
+    /// Coordinator of the transactional ids whose `__transaction_state` slot this shard owns.
+    pub txns: Rc<crate::txn::coordinator::TxnCoordinator>,
+    /// This shard's block of producer ids, and the turn to refill it.
+    producer_ids: crate::txn::producer_ids::Ids,
+    producer_id_refill: glommio::sync::Semaphore,
+    /// Shard 0 only: the broker's record of producer id blocks handed out.
+    producer_id_blocks: Option<crate::txn::producer_ids::Allocator>,
 }
 
 impl Shard {
@@ -92,8 +108,14 @@ impl Shard {
         count: usize,
         config: Rc<BrokerConfig>,
         senders: Senders<ShardMessage>,
+        producer_id_blocks: Option<crate::txn::producer_ids::Allocator>,
     ) -> Rc<Shard> {
         let group_config = config.group_config;
+        let txn_config = (
+            config.txn_config,
+            Duration::from_millis(config.txn_abort_check_ms),
+            Duration::from_millis(config.txn_expire_check_ms),
+        );
         let offsets_retention = (
             config.offsets_retention_ms,
             Duration::from_millis(config.offsets_retention_check_ms),
@@ -114,6 +136,14 @@ impl Shard {
             stop_event: Event::new(),
             in_flight: Cell::new(0),
             groups: Coordinator::new(group_config, offsets_retention.0, offsets_retention.1),
+            txns: crate::txn::coordinator::TxnCoordinator::new(
+                txn_config.0,
+                txn_config.1,
+                txn_config.2,
+            ),
+            producer_ids: Default::default(),
+            producer_id_refill: glommio::sync::Semaphore::new(1),
+            producer_id_blocks,
         })
     }
 
@@ -158,39 +188,48 @@ impl Shard {
             .collect()
     }
 
-    /// The group's `__consumer_offsets` partition and the shard that owns it (its
-    /// coordinator).
-    fn coordinator_of(&self, group: &str) -> (i32, usize) {
+    /// The slot (partition) of `key` in internal topic `topic` by Kafka's hash rule, and the
+    /// shard that owns it (the key's coordinator). `default_partitions` is the configured
+    /// partition count, used until the topic exists (then its real count is).
+    fn slot_of(&self, topic: &str, key: &str, default_partitions: i32) -> (i32, usize) {
         let meta = self.metadata();
-        // The topic's real partition count, as Kafka uses once the topic exists.
         let slots = meta
             .topics
-            .get(OFFSETS_TOPIC)
-            .map_or(self.config.offsets_topic_partitions, |t| {
-                t.shards.len() as i32
-            });
-        let slot = partition_for(group, slots);
+            .get(topic)
+            .map_or(default_partitions, |t| t.shards.len() as i32);
+        let slot = partition_for(key, slots);
         let shard = meta
-            .shard_of(OFFSETS_TOPIC, slot)
-            .unwrap_or_else(|| crate::metadata::place_partition(OFFSETS_TOPIC, slot, self.count));
+            .shard_of(topic, slot)
+            .unwrap_or_else(|| crate::metadata::place_partition(topic, slot, self.count));
         (slot, shard)
     }
 
-    /// Creates `__consumer_offsets` on first use, as Kafka does (compacted, 100 MiB segments).
-    async fn ensure_offsets_topic(self: &Rc<Self>) -> bool {
-        if self.metadata().topics.contains_key(OFFSETS_TOPIC) {
+    /// The group's `__consumer_offsets` partition and the shard that owns it (its
+    /// coordinator).
+    pub fn coordinator_of(&self, group: &str) -> (i32, usize) {
+        self.slot_of(OFFSETS_TOPIC, group, self.config.offsets_topic_partitions)
+    }
+
+    /// Creates an internal topic on first use, as Kafka does (compacted).
+    pub async fn ensure_internal_topic(
+        self: &Rc<Self>,
+        name: &str,
+        partitions: i32,
+        segment_bytes: u64,
+    ) -> bool {
+        if self.metadata().topics.contains_key(name) {
             return true;
         }
         let configs = [
-            ("cleanup.policy", "compact"),
-            ("segment.bytes", "104857600"),
+            ("cleanup.policy", "compact".to_string()),
+            ("segment.bytes", segment_bytes.to_string()),
         ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
         .collect();
         let topic = admin::NewTopic {
-            name: OFFSETS_TOPIC.to_string(),
-            partitions: self.config.offsets_topic_partitions,
+            name: name.to_string(),
+            partitions,
             replication_factor: -1,
             configs,
         };
@@ -199,14 +238,29 @@ impl Shard {
             validate_only: false,
         };
         admin::request(self, req).await;
-        self.metadata().topics.contains_key(OFFSETS_TOPIC)
+        self.metadata().topics.contains_key(name)
     }
 
-    /// Serves a group call here, the group's coordinator shard.
-    async fn serve_group(&self, group: &str, call: GroupCall) -> GroupAnswer {
+    /// Creates `__consumer_offsets` on first use (compacted, 100 MiB segments).
+    pub async fn ensure_offsets_topic(self: &Rc<Self>) -> bool {
+        let partitions = self.config.offsets_topic_partitions;
+        self.ensure_internal_topic(OFFSETS_TOPIC, partitions, 104_857_600)
+            .await
+    }
+
+    /// Serves a group call here, the group's coordinator shard. A transactional commit
+    /// verifies, before its first write to the group's partition in a transaction, that the
+    /// partition is in the transaction.
+    async fn serve_group(self: &Rc<Self>, group: &str, call: GroupCall) -> GroupAnswer {
         let (slot, _) = self.coordinator_of(group);
         let partition = self.local_partition(OFFSETS_TOPIC, slot);
-        self.groups.serve(group, call, partition).await
+        let verify = match &call {
+            GroupCall::TxnCommit {
+                transactional_id, ..
+            } => Some(self.verifier(transactional_id.clone(), OFFSETS_TOPIC, slot)),
+            _ => None,
+        };
+        self.groups.serve(group, call, partition, verify).await
     }
 
     /// Reads the committed offsets of this shard's `__consumer_offsets` partitions.
@@ -388,7 +442,12 @@ impl Shard {
                     .append(ticket, Entry::Marker(marker), Acks::All, None)
                     .await
                 {
-                    Ok(_) => Ok(OpResult::MarkerWritten),
+                    Ok(_) => {
+                        if op.topic == OFFSETS_TOPIC {
+                            self.groups.end_txn(&p, marker.producer_id, marker.commit);
+                        }
+                        Ok(OpResult::MarkerWritten)
+                    }
                     Err(e) => failed(e.into(), &p),
                 }
             }
@@ -460,24 +519,47 @@ impl Shard {
         partition: i32,
     ) -> crate::partition::Verifier {
         let (me, topic) = (Rc::clone(self), topic.to_string());
-        Box::new(move || {
+        Box::new(move |producer_id, epoch| {
             Box::pin(async move {
-                me.verify_in_transaction(&transactional_id, &topic, partition)
+                me.verify_in_transaction(&transactional_id, producer_id, epoch, &topic, partition)
                     .await
             })
         })
     }
 
-    /// Whether the partition is in the ongoing transaction of `transactional_id`.
-    async fn verify_in_transaction(
-        &self,
-        transactional_id: &str,
-        topic: &str,
-        partition: i32,
-    ) -> Result<(), crate::partition::AppendError> {
-        Err(crate::partition::AppendError::VerificationUnavailable(
-            format!("no transaction coordinator for {transactional_id} ({topic}-{partition})"),
-        ))
+    /// A producer id never handed out before (from this shard's block, refilled from shard 0
+    /// when it runs out); `None` if shard 0 cannot record a new block.
+    pub async fn next_producer_id(&self) -> Option<i64> {
+        loop {
+            if let Some(id) = self.producer_ids.take() {
+                return Some(id);
+            }
+            let _turn = self.producer_id_refill.acquire_permit(1).await.ok()?;
+            if let Some(id) = self.producer_ids.take() {
+                return Some(id);
+            }
+            let block = if self.id == 0 {
+                self.allocate_producer_ids().await
+            } else {
+                match self.call(0, ShardRequest::AllocateProducerIds).await {
+                    Some(ShardResponse::ProducerIds(b)) => b,
+                    _ => None,
+                }
+            }?;
+            self.producer_ids.refill(block);
+        }
+    }
+
+    /// Shard 0: records and hands out the next block of producer ids.
+    async fn allocate_producer_ids(&self) -> Option<crate::txn::producer_ids::Block> {
+        let allocator = self.producer_id_blocks.as_ref()?;
+        match allocator.allocate().await {
+            Ok(block) => Some(block),
+            Err(e) => {
+                tracing::error!("cannot record a producer id block: {e}");
+                None
+            }
+        }
     }
 
     /// True if any of these local partitions has a high watermark past the given one (or is
@@ -547,10 +629,15 @@ impl Shard {
                 ShardResponse::Done
             }
             ShardRequest::Admin(req) => ShardResponse::Admin(admin::serve(self, req).await),
+            ShardRequest::Txn(id, call) => ShardResponse::Txn(self.serve_txn(&id, call).await),
+            ShardRequest::ListTransactions => ShardResponse::Transactions(self.txns.list()),
             ShardRequest::Group(group, call) => {
                 ShardResponse::Group(self.serve_group(&group, call).await)
             }
             ShardRequest::ListGroups => ShardResponse::Groups(self.groups.list()),
+            ShardRequest::AllocateProducerIds => {
+                ShardResponse::ProducerIds(self.allocate_producer_ids().await)
+            }
             ShardRequest::ApplyMetadata(snapshot) => {
                 self.apply_metadata(snapshot, true).await;
                 ShardResponse::Done
@@ -651,6 +738,23 @@ impl Shard {
             }
         }
         ok
+    }
+
+    /// Forgets idle producers (`producer.id.expiration.ms`), every
+    /// `producer.id.expiration.check.interval.ms`.
+    pub async fn run_producer_expiry(self: Rc<Self>) {
+        let every = Duration::from_millis(self.config.producer_id_expiration_check_ms);
+        while !self.stopping.get() {
+            let listener = self.stop_event.listen();
+            futures_lite::future::or(listener, glommio::timer::sleep(every)).await;
+            let now = crate::storage::now_ms();
+            for p in self.local_partitions() {
+                let gone = p.expire_producers(now, self.config.producer_id_expiration_ms);
+                if gone > 0 {
+                    tracing::info!("{}: {gone} idle producers expired", p.log.dir.display());
+                }
+            }
+        }
     }
 
     /// Periodic retention on this shard's partitions.
