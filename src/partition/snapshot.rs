@@ -125,6 +125,119 @@ mod tests {
     use super::super::producer_state::{Draft, Origin, ProducerBatch};
     use super::*;
 
+    /// One step of a log: a data batch or a marker, at its offset.
+    enum Step {
+        Batch(ProducerBatch),
+        Marker(super::super::producer_state::Marker),
+    }
+
+    fn sorted(state: &ProducerState) -> Vec<ProducerEntry> {
+        let mut v: Vec<_> = state.entries().cloned().collect();
+        v.sort_by_key(|e| e.producer_id);
+        v
+    }
+
+    /// The live state after a log, against a snapshot taken part-way and the rest replayed.
+    #[test]
+    fn snapshot_plus_replay_gives_the_live_state() {
+        let plain = |pid, epoch, seq, n| ProducerBatch {
+            producer_id: pid,
+            epoch,
+            first_seq: seq,
+            last_seq: seq + n - 1,
+            offset_count: n as i64,
+            max_timestamp: 9_000,
+            transactional: false,
+        };
+        let txn = |pid, epoch, seq, n| ProducerBatch {
+            transactional: true,
+            ..plain(pid, epoch, seq, n)
+        };
+        let marker = |pid, epoch, commit| super::super::producer_state::Marker {
+            producer_id: pid,
+            epoch,
+            coordinator_epoch: 0,
+            commit,
+            timestamp: 9_500,
+        };
+        let steps = vec![
+            Step::Batch(plain(1, 0, 0, 5)),
+            Step::Batch(txn(2, 0, 0, 3)),
+            Step::Batch(plain(1, 0, 5, 5)),
+            Step::Batch(txn(3, 1, 0, 2)),
+            Step::Marker(marker(2, 0, false)),
+            // snapshot here
+            Step::Batch(plain(1, 0, 10, 1)),
+            Step::Batch(txn(2, 0, 3, 4)),
+            Step::Marker(marker(3, 1, true)),
+            Step::Batch(plain(4, 2, 100, 3)),
+            Step::Marker(marker(2, 1, false)),
+            Step::Batch(plain(1, 0, 11, 2)),
+        ];
+        let mut live = ProducerState::default();
+        let mut offsets = Vec::new();
+        let mut offset = 0i64;
+        let mut aborted_live = Vec::new();
+        for step in &steps {
+            let mut d = Draft::default();
+            match step {
+                Step::Batch(b) => {
+                    let guard = b
+                        .transactional
+                        .then(|| live.verification_guard(b.producer_id, b.epoch));
+                    d.check_batch(&live, b, Origin::Client, guard, offset)
+                        .unwrap();
+                    offsets.push(offset);
+                    offset += b.offset_count;
+                }
+                Step::Marker(m) => {
+                    d.check_marker(&live, m, Origin::Coordinator, offset)
+                        .unwrap();
+                    offsets.push(offset);
+                    offset += 1;
+                }
+            }
+            aborted_live.extend(live.apply(d));
+        }
+        let at = 5;
+        // The snapshot as it was after `at` steps.
+        let mut partial = ProducerState::default();
+        let mut aborted_replayed = Vec::new();
+        let replay = |state: &mut ProducerState, steps: &[Step], offsets: &[i64]| {
+            let mut aborted = Vec::new();
+            for (step, &o) in steps.iter().zip(offsets) {
+                let mut d = Draft::default();
+                match step {
+                    Step::Batch(b) => {
+                        d.check_batch(state, b, Origin::Replication, None, o)
+                            .unwrap();
+                    }
+                    Step::Marker(m) => d.check_marker(state, m, Origin::Replication, o).unwrap(),
+                }
+                aborted.extend(state.apply(d));
+            }
+            aborted
+        };
+        aborted_replayed.extend(replay(&mut partial, &steps[..at], &offsets[..at]));
+        let file = decode(&encode(&partial, offsets[at])).unwrap();
+        let mut restored = restore(file);
+        aborted_replayed.extend(replay(&mut restored, &steps[at..], &offsets[at..]));
+        assert_eq!(sorted(&restored), sorted(&live));
+        // Recovery starts with everything durable (the high watermark at the log end).
+        live.on_high_watermark(offset);
+        restored.on_high_watermark(offset);
+        assert_eq!(
+            restored.first_unstable_offset(),
+            live.first_unstable_offset()
+        );
+        assert!(live.first_unstable_offset().is_none());
+        assert_eq!(
+            aborted_replayed, aborted_live,
+            "the same transaction index entries"
+        );
+        assert_eq!(aborted_live.len(), 2);
+    }
+
     #[test]
     fn round_trip_and_damage_refused() {
         let mut state = ProducerState::default();

@@ -134,6 +134,20 @@ pub fn all_keyed(batch: &[u8], limit: usize) -> Result<bool, String> {
     Ok(parse(&view, &section)?.iter().all(|r| r.key.is_some()))
 }
 
+/// A batch like `batch` with no records left: its header only, spanning the same offsets
+/// (Kafka keeps such a batch where it is a producer's last, so its producer state survives).
+pub fn empty_batch(batch: &[u8]) -> Vec<u8> {
+    let view = BatchView { bytes: batch };
+    let mut out = batch[..HEADER_LEN].to_vec();
+    let attributes = view.attributes() & !0x07;
+    out[8..12].copy_from_slice(&((HEADER_LEN - 12) as i32).to_be_bytes());
+    out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    out[RECORD_COUNT..RECORD_COUNT + 4].copy_from_slice(&0i32.to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
+    out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
 /// What compaction makes of one batch.
 #[derive(Debug, PartialEq)]
 pub enum Filtered {

@@ -795,6 +795,7 @@ impl Shard {
                 let now = crate::storage::now_ms();
                 let bounds = crate::storage::cleaner::CleanBounds {
                     upper: partition.last_stable_offset(),
+                    keep_batches: partition.producer_last_batches().into_iter().collect(),
                 };
                 crate::storage::cleaner::clean_if_due(&partition.log, limits, now, bounds).await;
             }

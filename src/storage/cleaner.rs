@@ -17,7 +17,7 @@
 //! shard's share of `log.cleaner.dedupe.buffer.size` (a pass that fills it cleans up to the
 //! last whole segment it mapped, and the next pass goes on from there).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use super::log::{ClosedSegment, PartitionLog, CLEANED_EXT};
 use super::segment::file_name;
+use super::txn_index::AbortedTxn;
 use crate::record::compact::{self, Filtered};
 use crate::record::framed_len;
 
@@ -68,8 +69,29 @@ impl Throttle {
 /// What the partition layer tells the cleaner about a log.
 #[derive(Clone, Debug, Default)]
 pub struct CleanBounds {
-    /// Nothing at or past this offset is cleaned (the last stable offset).
+    /// Nothing at or past this offset is cleaned (the last stable offset: a transaction still
+    /// open may yet be aborted).
     pub upper: i64,
+    /// First offsets of each live producer's last batch: such a batch stays, emptied if
+    /// nothing in it survives, so the producer's state can be rebuilt from the log.
+    pub keep_batches: HashSet<i64>,
+}
+
+/// Which batches belong to aborted transactions: their records never count, neither in the
+/// key map nor in the output.
+struct Aborted(Vec<AbortedTxn>);
+
+impl Aborted {
+    fn contains(&self, batch: &[u8]) -> bool {
+        let view = crate::record::BatchView { bytes: batch };
+        if !view.is_transactional() || view.is_control() {
+            return false;
+        }
+        let (pid, offset) = (view.producer_id(), view.base_offset());
+        self.0
+            .iter()
+            .any(|t| t.producer_id == pid && t.first_offset <= offset && offset <= t.last_offset)
+    }
 }
 
 /// Cleans `log` if it is due; `limits` bound the pass's memory and I/O rate.
@@ -111,7 +133,7 @@ pub async fn clean_if_due(
     if !(ratio_due || lag_due || tombstones_due) {
         return;
     }
-    if let Err(e) = clean(log, &cleanable, dirty_from, limits, now).await {
+    if let Err(e) = clean(log, &cleanable, dirty_from, limits, now, bounds).await {
         tracing::warn!("{}: compaction failed: {e}", log.dir.display());
     }
 }
@@ -122,7 +144,11 @@ async fn clean(
     dirty_from: usize,
     limits: CleanerLimits,
     now: i64,
+    bounds: CleanBounds,
 ) -> std::io::Result<()> {
+    let first = cleanable.first().map_or(0, |s| s.base_offset);
+    let aborted = Arc::new(Aborted(log.aborted_txns(first, bounds.upper)));
+    let keep = Arc::new(bounds.keep_batches);
     let map_budget = limits.map_budget;
     let rate = limits.io_bytes_per_sec;
     let config = log.config();
@@ -136,9 +162,13 @@ async fn clean(
         }
         let file = reader(log, segment).await?;
         let size = segment.size;
+        let aborted = Arc::clone(&aborted);
         let (m, b) = blocking(move || {
             let throttle = Throttle::new(rate);
             for_each_batch(&file, size, &throttle, |batch| {
+                if aborted.contains(batch) {
+                    return Ok(()); // only committed values supersede others
+                }
                 let keys = compact::keys(batch).map_err(std::io::Error::other)?;
                 for (key, offset) in keys {
                     let len = key.len();
@@ -178,13 +208,14 @@ async fn clean(
             sources.push((reader(log, segment).await?, segment.size));
         }
         let out_path = log.dir.join(file_name(group[0].base_offset, CLEANED_EXT));
-        let (map, path, retention) = (
-            Arc::clone(&map),
-            out_path.clone(),
-            config.delete_retention_ms,
-        );
+        let kept = Kept {
+            map: Arc::clone(&map),
+            aborted: Arc::clone(&aborted),
+            keep_batches: Arc::clone(&keep),
+        };
+        let (path, retention) = (out_path.clone(), config.delete_retention_ms);
         let written =
-            blocking(move || write_cleaned(&sources, &map, &path, now, retention, rate)).await?;
+            blocking(move || write_cleaned(&sources, &kept, &path, now, retention, rate)).await?;
         segments_in += group.len();
         bytes_in += group.iter().map(|s| s.size).sum::<u64>();
         bytes_out += written.bytes;
@@ -298,10 +329,18 @@ struct Written {
     tombstone_horizon: i64,
 }
 
+/// What a rewrite keeps: records no newer committed record of their key supersedes, outside
+/// aborted transactions, and the last batch of each live producer (emptied if need be).
+struct Kept {
+    map: Arc<HashMap<Vec<u8>, i64>>,
+    aborted: Arc<Aborted>,
+    keep_batches: Arc<HashSet<i64>>,
+}
+
 /// Writes the records of `sources` that compaction keeps into `path`, synced.
 fn write_cleaned(
     sources: &[(Arc<std::fs::File>, u64)],
-    map: &HashMap<Vec<u8>, i64>,
+    kept: &Kept,
     path: &PathBuf,
     now: i64,
     delete_retention_ms: i64,
@@ -315,16 +354,30 @@ fn write_cleaned(
         tombstone_horizon: i64::MAX,
     };
     let mut synced = 0u64;
-    let superseded = |key: &[u8], offset: i64| map.get(key).is_some_and(|&newest| newest > offset);
+    let superseded =
+        |key: &[u8], offset: i64| kept.map.get(key).is_some_and(|&newest| newest > offset);
     for (source, size) in sources {
         for_each_batch(source, *size, &throttle, |batch| {
-            let outcome = compact::filter(batch, superseded, now, delete_retention_ms)
-                .map_err(std::io::Error::other)?;
+            let outcome = if kept.aborted.contains(batch) {
+                compact::FilterOutcome {
+                    batch: Filtered::Drop,
+                    tombstone_horizon: None,
+                }
+            } else {
+                compact::filter(batch, superseded, now, delete_retention_ms)
+                    .map_err(std::io::Error::other)?
+            };
             if let Some(h) = outcome.tombstone_horizon {
                 written.tombstone_horizon = written.tombstone_horizon.min(h);
             }
+            let base = crate::record::BatchView { bytes: batch }.base_offset();
+            let emptied;
             let bytes: &[u8] = match &outcome.batch {
                 Filtered::Keep => batch,
+                Filtered::Drop if kept.keep_batches.contains(&base) => {
+                    emptied = compact::empty_batch(batch);
+                    &emptied
+                }
                 Filtered::Drop => return Ok(()),
                 Filtered::Rewrite(b) => b,
             };
