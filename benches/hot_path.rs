@@ -8,7 +8,7 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use shardlog::perf::partitioner::murmur2;
+use shardlog::client::partitioner::murmur2;
 use shardlog::record::builder::{BatchBuilder, Codec};
 use shardlog::storage::index::OffsetIndex;
 

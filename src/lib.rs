@@ -20,4 +20,5 @@ pub mod record;
 pub mod server;
 pub mod shard;
 pub mod storage;
+pub mod tools;
 pub mod txn;

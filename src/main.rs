@@ -1,5 +1,6 @@
-//! The `shardlog` command: `broker` runs the broker; `topic`, `produce`, `consume` and `group`
-//! talk to a running broker through the project's own client.
+//! The `shardlog` command: `broker` runs the broker; `topic`, `produce`, `consume`, `group`,
+//! `transactions` and `producers` talk to a running broker through the project's own client;
+//! `dump-log` reads a partition's files.
 
 use std::path::PathBuf;
 
@@ -40,12 +41,22 @@ enum Command {
     },
     /// Sweep batch.size x linger.ms against a broker: CSV, SVG plot, a recommendation.
     Tune(shardlog::perf::tune::TuneArgs),
+    /// Print segment, index, transaction index and producer snapshot files (kafka-dump-log).
+    DumpLog(shardlog::tools::dump_log::DumpLogArgs),
     #[command(flatten)]
     Client(shardlog::client::cli::ClientCommand),
 }
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Broker { .. }) {
+        // A command whose output goes to a closed pipe (`| head`) ends quietly, as other
+        // command-line tools do, instead of failing on the write.
+        // SAFETY: restoring the default disposition of a signal before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let (writer, _guard) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_writer(writer)
@@ -67,6 +78,7 @@ fn main() {
         }
         Command::Perf { command } => shardlog::perf::cli::run(command),
         Command::Tune(args) => shardlog::perf::tune::run(args),
+        Command::DumpLog(args) => shardlog::tools::dump_log::run(args),
         Command::Client(cmd) => shardlog::client::cli::run(cmd),
     };
     if let Err(e) = result {

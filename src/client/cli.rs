@@ -1,5 +1,5 @@
 //! CLI commands on the client: `topic create|list|describe|delete`, `produce`, `consume`, and
-//! the dispatch of `group` (whose commands live in `groups.rs`).
+//! the dispatch of `group` (`groups.rs`), `transactions` and `producers` (`transactions.rs`).
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -17,7 +17,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 
-use super::{decode_records, encode_batch, Client};
+use super::{encode_batch, Client};
 
 #[derive(Args, Clone)]
 pub struct Conn {
@@ -38,14 +38,29 @@ pub enum ClientCommand {
         #[command(subcommand)]
         action: super::groups::GroupAction,
     },
+    /// List or describe transactions (as kafka-transactions).
+    Transactions {
+        #[command(subcommand)]
+        action: super::transactions::TransactionsAction,
+    },
+    /// The active producers of a topic's partitions (kafka-transactions describe-producers).
+    Producers {
+        #[command(flatten)]
+        conn: Conn,
+        topic: String,
+        /// One partition (default: all).
+        #[arg(long)]
+        partition: Option<i32>,
+    },
     /// Produce lines from stdin, one record each (optionally "key<sep>value").
     Produce {
         #[command(flatten)]
         conn: Conn,
         topic: String,
-        /// Partition to write to (default 0).
-        #[arg(long, default_value_t = 0)]
-        partition: i32,
+        /// Partition to write every record to (default: keyed records by the murmur2 hash of
+        /// their key, as the Java producer does; unkeyed ones sticky, a batch per partition).
+        #[arg(long)]
+        partition: Option<i32>,
         /// Split each line at the first occurrence into key and value.
         #[arg(long)]
         key_separator: Option<String>,
@@ -73,6 +88,9 @@ pub enum ClientCommand {
         /// With --count: how long to wait for more records, in milliseconds.
         #[arg(long, default_value_t = 5000)]
         timeout_ms: u64,
+        /// read_uncommitted (default, as kafka-console-consumer) or read_committed.
+        #[arg(long, default_value = "read_uncommitted")]
+        isolation_level: String,
     },
 }
 
@@ -144,6 +162,7 @@ pub(super) fn list_offset(
     topic: &str,
     partition: i32,
     timestamp: i64,
+    isolation_level: i8,
 ) -> anyhow::Result<i64> {
     let mut p = ListOffsetsPartition::default();
     p.partition_index = partition;
@@ -153,6 +172,7 @@ pub(super) fn list_offset(
     t.partitions = vec![p];
     let mut req = ListOffsetsRequest::default();
     req.replica_id = BrokerId(-1);
+    req.isolation_level = isolation_level;
     req.topics = vec![t];
     let resp = client.send(&req, 7)?;
     let part = resp
@@ -168,6 +188,12 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
     match cmd {
         ClientCommand::Topic { action } => topic(action),
         ClientCommand::Group { action } => super::groups::run(action),
+        ClientCommand::Transactions { action } => super::transactions::run(action),
+        ClientCommand::Producers {
+            conn,
+            topic,
+            partition,
+        } => super::transactions::producers(&conn, &topic, partition),
         ClientCommand::Produce {
             conn,
             topic,
@@ -185,21 +211,29 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 other => anyhow::bail!("unknown compression '{other}'"),
             };
             let mut client = Client::connect(&conn.bootstrap)?;
+            let count = partitions_of(&mut client, &topic)?.len().max(1);
+            let mut sticky = super::partitioner::StickyPartitioner::new(
+                count,
+                16 << 10,
+                std::process::id() as u64,
+            );
             let stdin = std::io::stdin();
-            let mut pending: Vec<(Option<Bytes>, Bytes)> = Vec::new();
+            let mut pending: BTreeMap<i32, Vec<(Option<Bytes>, Bytes)>> = BTreeMap::new();
             let mut sent = 0usize;
             let mut flush = |client: &mut Client,
-                             pending: &mut Vec<(Option<Bytes>, Bytes)>|
+                             pending: &mut BTreeMap<i32, Vec<(Option<Bytes>, Bytes)>>|
              -> anyhow::Result<()> {
                 if pending.is_empty() {
                     return Ok(());
                 }
-                let mut p = PartitionProduceData::default();
-                p.index = partition;
-                p.records = Some(encode_batch(pending, compression)?);
                 let mut t = TopicProduceData::default();
                 t.name = TopicName(s(&topic));
-                t.partition_data = vec![p];
+                for (&index, records) in pending.iter() {
+                    let mut p = PartitionProduceData::default();
+                    p.index = index;
+                    p.records = Some(encode_batch(records, compression)?);
+                    t.partition_data.push(p);
+                }
                 let mut req = ProduceRequest::default();
                 req.acks = acks;
                 req.timeout_ms = 30_000;
@@ -218,10 +252,11 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                         }
                     }
                 }
-                sent += pending.len();
+                sent += pending.values().map(Vec::len).sum::<usize>();
                 pending.clear();
                 Ok(())
             };
+            let mut queued = 0usize;
             for line in stdin.lock().lines() {
                 let line = line?;
                 let record = match key_separator
@@ -231,13 +266,20 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                     Some((k, v)) => (Some(Bytes::from(k.to_string())), Bytes::from(v.to_string())),
                     None => (None, Bytes::from(line)),
                 };
-                pending.push(record);
-                if pending.len() >= 1000 {
+                let target = match (partition, &record.0) {
+                    (Some(p), _) => p,
+                    (None, Some(key)) => super::partitioner::partition_for_key(key, count) as i32,
+                    (None, None) => sticky.next(record.1.len()) as i32,
+                };
+                pending.entry(target).or_default().push(record);
+                queued += 1;
+                if queued >= 1000 {
                     flush(&mut client, &mut pending)?;
+                    queued = 0;
                 }
             }
             flush(&mut client, &mut pending)?;
-            eprintln!("produced {sent} records to {topic}-{partition}");
+            eprintln!("produced {sent} records to {topic}");
             Ok(())
         }
         ClientCommand::Consume {
@@ -247,7 +289,15 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             from,
             count,
             timeout_ms,
+            isolation_level,
         } => {
+            let isolation: i8 = match isolation_level.as_str() {
+                "read_uncommitted" => 0,
+                "read_committed" => 1,
+                other => anyhow::bail!(
+                    "--isolation-level: '{other}' is not read_uncommitted or read_committed"
+                ),
+            };
             let mut client = Client::connect(&conn.bootstrap)?;
             let parts = match partition {
                 Some(p) => vec![p],
@@ -257,14 +307,14 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             let mut ends = BTreeMap::new();
             for &p in &parts {
                 let start = match from.as_str() {
-                    "beginning" => list_offset(&mut client, &topic, p, -2)?,
-                    "end" => list_offset(&mut client, &topic, p, -1)?,
+                    "beginning" => list_offset(&mut client, &topic, p, -2, isolation)?,
+                    "end" => list_offset(&mut client, &topic, p, -1, isolation)?,
                     n => n.parse().map_err(|_| {
                         anyhow::anyhow!("--from: '{n}' is not beginning, end or an offset")
                     })?,
                 };
                 positions.insert(p, start);
-                ends.insert(p, list_offset(&mut client, &topic, p, -1)?);
+                ends.insert(p, list_offset(&mut client, &topic, p, -1, isolation)?);
             }
             let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
             let mut printed = 0usize;
@@ -297,6 +347,7 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                 req.min_bytes = 1;
                 req.max_bytes = 16 << 20;
                 req.session_epoch = -1;
+                req.isolation_level = isolation;
                 req.topics = vec![ft];
                 let resp = client.send(&req, 12)?;
                 for t in resp.responses {
@@ -311,7 +362,12 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
                         };
                         let records = p.records.unwrap_or_default();
                         let end = super::batches_end(&records);
-                        for r in decode_records(records)? {
+                        let aborted: Option<Vec<(i64, i64)>> = p.aborted_transactions.map(|a| {
+                            a.iter()
+                                .map(|t| (t.producer_id.0, t.first_offset))
+                                .collect()
+                        });
+                        for r in super::committed_records(records, aborted.as_deref())? {
                             if r.offset < *pos || count.is_some_and(|c| printed >= c) {
                                 continue;
                             }
@@ -388,9 +444,13 @@ fn topic(action: TopicAction) -> anyhow::Result<()> {
             let parts = partitions_of(&mut client, &name)?;
             println!("topic {name}: {} partitions", parts.len());
             for p in parts {
-                let start = list_offset(&mut client, &name, p, -2)?;
-                let end = list_offset(&mut client, &name, p, -1)?;
-                println!("  partition {p}: log start {start}, high watermark {end}");
+                let start = list_offset(&mut client, &name, p, -2, 0)?;
+                let end = list_offset(&mut client, &name, p, -1, 0)?;
+                let stable = list_offset(&mut client, &name, p, -1, 1)?;
+                println!(
+                    "  partition {p}: log start {start}, last stable offset {stable}, high \
+                     watermark {end}"
+                );
             }
             let mut res = DescribeConfigsResource::default();
             res.resource_type = 2;

@@ -354,7 +354,7 @@ fn describe(client: &mut Client, group: &str) -> anyhow::Result<()> {
         let (topic, partition) = (&key.0, key.1);
         let current = committed.get(key).copied();
         // A topic deleted since the commit has no end offset.
-        let end = list_offset(client, topic, partition, LATEST).ok();
+        let end = list_offset(client, topic, partition, LATEST, 0).ok();
         let lag = match (current, end) {
             (Some(c), Some(e)) => Some((e - c).max(0)),
             _ => None,
@@ -484,8 +484,8 @@ fn reset_offsets(
 
     let mut plan: Vec<(i32, i64)> = Vec::new();
     for p in partitions {
-        let earliest = list_offset(client, topic, p, EARLIEST)?;
-        let latest = list_offset(client, topic, p, LATEST)?;
+        let earliest = list_offset(client, topic, p, EARLIEST, 0)?;
+        let latest = list_offset(client, topic, p, LATEST, 0)?;
         let wanted = match target {
             Target::Earliest => earliest,
             Target::Latest => latest,
@@ -502,7 +502,7 @@ fn reset_offsets(
             Target::Timestamp(ts) => {
                 // Negative timestamps are ListOffsets' special values: a time before 1970
                 // means the first record.
-                let found = list_offset(client, topic, p, ts.max(0))?;
+                let found = list_offset(client, topic, p, ts.max(0), 0)?;
                 if found < 0 {
                     // No record that late: the end of the log, as Kafka does.
                     latest

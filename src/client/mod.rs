@@ -4,6 +4,8 @@
 
 pub mod cli;
 pub mod groups;
+pub mod partitioner;
+pub mod transactions;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -160,7 +162,22 @@ pub fn batches_end(records: &[u8]) -> Option<i64> {
         .map(|b| b.next_offset())
 }
 
-pub fn decode_records(mut records: Bytes) -> anyhow::Result<Vec<Consumed>> {
+/// Control records (transaction markers) are not data and are left out.
+pub fn decode_records(records: Bytes) -> anyhow::Result<Vec<Consumed>> {
+    committed_records(records, None)
+}
+
+/// Like `decode_records`, but as a read_committed consumer sees them: `aborted` lists the
+/// aborted transactions (producer id, first offset) a Fetch response gave, and a
+/// transactional batch of such a producer from that offset on is skipped until the producer's
+/// abort marker, as the Java consumer does.
+pub fn committed_records(
+    mut records: Bytes,
+    aborted: Option<&[(i64, i64)]>,
+) -> anyhow::Result<Vec<Consumed>> {
+    let mut pending: Vec<(i64, i64)> = aborted.unwrap_or_default().to_vec();
+    pending.sort_by_key(|a| a.1);
+    let mut skipping: std::collections::HashSet<i64> = Default::default();
     let mut out = Vec::new();
     while records.len() >= 12 {
         let len = (&records[8..12]).get_i32();
@@ -169,13 +186,43 @@ pub fn decode_records(mut records: Bytes) -> anyhow::Result<Vec<Consumed>> {
             break;
         }
         let mut batch = records.split_to(total);
+        let view = crate::record::BatchView { bytes: &batch };
+        if batch.len() >= crate::record::HEADER_LEN && view.is_transactional() {
+            let (pid, base) = (view.producer_id(), view.base_offset());
+            // Aborted transactions that began at or before this batch start skipping.
+            while let Some(&(p, first)) = pending.first() {
+                if first > base {
+                    break;
+                }
+                skipping.insert(p);
+                pending.remove(0);
+            }
+            if view.is_control() {
+                if crate::record::control::read_marker(&batch)
+                    .is_some_and(|m| m.kind == crate::record::control::ABORT)
+                {
+                    skipping.remove(&pid);
+                }
+                continue;
+            }
+            if skipping.contains(&pid) {
+                continue;
+            }
+        } else if batch.len() >= crate::record::HEADER_LEN && view.is_control() {
+            continue;
+        }
         let set = RecordBatchDecoder::decode(&mut batch)?;
-        out.extend(set.records.into_iter().map(|r| Consumed {
-            offset: r.offset,
-            timestamp: r.timestamp,
-            key: r.key,
-            value: r.value,
-        }));
+        out.extend(
+            set.records
+                .into_iter()
+                .filter(|r| !r.control)
+                .map(|r| Consumed {
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                    key: r.key,
+                    value: r.value,
+                }),
+        );
     }
     Ok(out)
 }

@@ -3,7 +3,6 @@
 
 pub mod cli;
 pub mod consumer;
-pub mod partitioner;
 pub mod producer;
 pub mod progress;
 pub mod rdkafka_load;

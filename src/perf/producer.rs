@@ -15,10 +15,10 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::partitioner::{partition_for_key, StickyPartitioner};
 use super::progress::Progress;
 use super::schedule::Schedule;
 use super::stats::{run_threads, Stats};
+use crate::client::partitioner::{partition_for_key, StickyPartitioner};
 use crate::client::{decode_response, encode_request, Client};
 use crate::record::builder::{BatchBuilder, Codec};
 
