@@ -154,11 +154,7 @@ fn dump_records(out: &mut impl Write, batch: &[u8], view: &BatchView<'_>) -> any
     for r in set.records {
         let key_size = r.key.as_ref().map_or(-1, |k| k.len() as i64);
         let value_size = r.value.as_ref().map_or(-1, |v| v.len() as i64);
-        let headers: Vec<String> = r
-            .headers
-            .keys()
-            .map(|k| format!("{}", k.as_str()))
-            .collect();
+        let headers: Vec<String> = r.headers.keys().map(|k| k.as_str().to_string()).collect();
         write!(
             out,
             "| offset: {} {}: {} keySize: {key_size} valueSize: {value_size} sequence: {} \
