@@ -299,6 +299,26 @@ impl Broker {
         broker
     }
 
+    /// Starts a broker on `root`'s data listening on `port` (a restart where clients keep
+    /// their bootstrap address).
+    pub fn start_on(root: &Path, port: u16, args: &[(&str, &str)], cores: usize) -> Broker {
+        let listeners = format!("PLAINTEXT://127.0.0.1:{port}");
+        let mut all: Vec<(&str, &str)> = vec![("listeners", &listeners)];
+        all.extend_from_slice(args);
+        Broker::start_in(root, &all, cores)
+    }
+
+    /// SIGKILLs the broker and starts it again on the same data and port.
+    pub fn crash_and_restart(&mut self, args: &[(&str, &str)], cores: usize) {
+        self.kill();
+        let root = self.root.clone();
+        let port = self.port;
+        let mut next = Broker::start_on(&root, port, args, cores);
+        // The old value owns nothing more to clean up but its temp dir, which stays.
+        std::mem::swap(&mut self.child, &mut next.child);
+        self.stderr_path = next.stderr_path.take();
+    }
+
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         self.addr.clone()
