@@ -205,7 +205,7 @@ fn topic_produce_consume_round_trip() {
         "describe",
     );
     assert!(
-        describe.contains("partition 1: log start 0, high watermark 4"),
+        describe.contains("partition 1: log start 0, last stable offset 4, high watermark 4"),
         "{describe}"
     );
     assert!(

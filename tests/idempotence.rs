@@ -184,9 +184,9 @@ fn duplicates_gaps_and_stale_epochs_from_a_raw_producer() {
     assert_eq!(high_watermark(&broker.bootstrap(), topic), 21);
 
     // Each of the last 5, resent byte for byte: NONE with its original offset.
-    for i in 2..7 {
+    for (i, batch) in batches.iter().enumerate().skip(2) {
         assert_eq!(
-            p.send(topic, batches[i].clone()),
+            p.send(topic, batch.clone()),
             (NONE, i as i64 * 3),
             "resending batch {i}"
         );

@@ -268,7 +268,7 @@ fn consume_transform_produce_exactly_once_through_aborts_and_a_crash() {
             let meta = consumer.group_metadata().expect("group metadata");
             producer.send_offsets_to_transaction(&offsets, &meta, Duration::from_secs(30))?;
             txn_no += 1;
-            if txn_no % 7 == 0 {
+            if txn_no.is_multiple_of(7) {
                 producer.abort_transaction(Duration::from_secs(30))?;
                 aborted_on_purpose += 1;
                 return Ok(false);

@@ -68,6 +68,9 @@ def consumer(broker, group, topic=None, **kw):
     cfg.update(kw)
     c = KafkaConsumer(**cfg)
     if topic:
+        # Load the topic's metadata first: a leader that assigns before it knows the
+        # partitions hands out nothing, and kafka-python 3.0's rejoin after that can hang.
+        wait_until(lambda: c.partitions_for_topic(topic), message="metadata for %s" % topic)
         c.subscribe([topic])
     return c
 
@@ -221,7 +224,9 @@ def commit_at(broker, group, topic, offset):
             message="an assignment",
         )
         c.commit({TopicPartition(topic, 0): OffsetAndMetadata(offset, "", -1)})
-        assert c.committed(TopicPartition(topic, 0)) == offset
+        # kafka-python 3.0 may answer committed() from an OffsetFetch it sent before the
+        # commit; ask until a fresh one comes back.
+        wait_until(lambda: c.committed(TopicPartition(topic, 0)) == offset, message="committed offset %d" % offset)
     finally:
         c.close()
 
