@@ -81,6 +81,8 @@ fn produce(bootstrap: &str, topic: &str, n: usize) -> f64 {
         keyed: false,
         cpus: vec![1],
         stamp_due: false,
+        idempotence: false,
+        transaction_records: None,
         progress: Default::default(),
     };
     let stats = rdkafka_load::produce(&cfg).expect("produce through librdkafka");
@@ -98,6 +100,7 @@ fn consume(bootstrap: &str, topic: &str, n: usize) -> f64 {
         fetch_max_bytes: 52_428_800,
         partition_max_bytes: 10_485_760,
         cpus: vec![1],
+        isolation_level: None,
         progress: Default::default(),
     };
     let stats = rdkafka_load::consume(&cfg).expect("consume through librdkafka");

@@ -52,6 +52,9 @@ pub fn produce_with(target: &Target, cfg: &ProduceConfig) -> anyhow::Result<Stat
         .progress
         .display("produce", cfg.records, cfg.record_size, target.json);
     match target.client {
+        ClientKind::Shardlog if cfg.idempotence || cfg.transaction_records.is_some() => {
+            anyhow::bail!("idempotent and transactional producers need --client rdkafka")
+        }
         ClientKind::Shardlog => producer::run(cfg),
         ClientKind::Rdkafka => super::rdkafka_load::produce(cfg),
     }
@@ -62,6 +65,9 @@ fn consume_with(target: &Target, cfg: &ConsumeConfig) -> anyhow::Result<Stats> {
     let total = cfg.records.unwrap_or(0);
     let _line = cfg.progress.display("consume", total, 0, target.json);
     match target.client {
+        ClientKind::Shardlog if cfg.isolation_level.is_some() => {
+            anyhow::bail!("--isolation-level needs --client rdkafka")
+        }
         ClientKind::Shardlog => consumer::run(cfg),
         ClientKind::Rdkafka => super::rdkafka_load::consume(cfg),
     }
@@ -84,9 +90,13 @@ pub enum PerfCommand {
         #[arg(long, default_value_t = -1.0, allow_hyphen_values = true)]
         throughput: f64,
         /// Kafka producer settings: batch.size, linger.ms, compression.type, acks,
-        /// max.in.flight.requests.per.connection, partitioner.ignore.keys.
+        /// max.in.flight.requests.per.connection, partitioner.ignore.keys, enable.idempotence.
         #[arg(long = "producer-props", num_args = 1.., value_name = "KEY=VALUE")]
         producer_props: Vec<String>,
+        /// Send in transactions of this many records (librdkafka; each producer thread has its
+        /// own transactional id).
+        #[arg(long = "transaction-records")]
+        transaction_records: Option<u64>,
         /// Producer threads, each with its own connection.
         #[arg(long, default_value_t = 1)]
         producers: usize,
@@ -119,6 +129,9 @@ pub enum PerfCommand {
         /// Consumer threads, each with its own connection and share of the partitions.
         #[arg(long, default_value_t = 1)]
         consumers: usize,
+        /// read_committed or read_uncommitted (librdkafka; default: its own, read_committed).
+        #[arg(long = "isolation-level")]
+        isolation_level: Option<String>,
     },
 }
 
@@ -145,7 +158,10 @@ pub fn producer_props(props: &[String]) -> anyhow::Result<ProducerProps> {
             }
             "max.in.flight.requests.per.connection" => inflight = v.parse().map_err(|_| bad())?,
             "partitioner.ignore.keys" => ignore_keys = crate::config::parse_bool(k, v)?,
-            "bootstrap.servers" | "client.id" | "enable.idempotence" => {}
+            "enable.idempotence" => {
+                crate::config::parse_bool(k, v)?;
+            }
+            "bootstrap.servers" | "client.id" => {}
             other => anyhow::bail!("--producer-props: unsupported setting '{other}'"),
         }
     }
@@ -160,6 +176,17 @@ pub fn producer_props(props: &[String]) -> anyhow::Result<ProducerProps> {
         inflight,
         ignore_keys,
     ))
+}
+
+/// `enable.idempotence` among the producer settings (false unless set, as librdkafka).
+fn idempotence(props: &[String]) -> anyhow::Result<bool> {
+    let mut on = false;
+    for (k, v) in props.iter().filter_map(|kv| kv.split_once('=')) {
+        if k == "enable.idempotence" {
+            on = crate::config::parse_bool(k, v)?;
+        }
+    }
+    Ok(on)
 }
 
 /// Kafka producer settings as `producer_props` parses them: batch.size, linger.ms,
@@ -192,6 +219,8 @@ pub fn produce_config(
         keyed: false,
         cpus: target.cpus.clone(),
         stamp_due: false,
+        idempotence: false,
+        transaction_records: None,
         progress: Default::default(),
     }
 }
@@ -257,6 +286,7 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
                 fetch_max_bytes: 64 << 20,
                 partition_max_bytes: 16 << 20,
                 cpus: target.cpus.clone(),
+                isolation_level: None,
                 progress: Default::default(),
             };
             let from = consumer::end_offsets(&consume)?;
@@ -291,13 +321,20 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
             record_size,
             throughput,
             producer_props: props,
+            transaction_records,
             producers,
             keyed,
         } => {
+            let idempotence = idempotence(&props)? || transaction_records.is_some();
             let props = producer_props(&props)?;
+            if transaction_records == Some(0) {
+                anyhow::bail!("--transaction-records must be at least 1");
+            }
             let partitions = ensure_topic(&target.bootstrap, &target.topic, target.partitions)?;
             let cfg = ProduceConfig {
                 producers,
+                idempotence,
+                transaction_records,
                 keyed: keyed && !props.5,
                 ..produce_config(
                     &target,
@@ -319,7 +356,15 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
             target,
             messages,
             consumers,
+            isolation_level,
         } => {
+            if let Some(level) = isolation_level.as_deref() {
+                if !matches!(level, "read_committed" | "read_uncommitted") {
+                    anyhow::bail!(
+                        "--isolation-level: '{level}' is not read_committed or read_uncommitted"
+                    );
+                }
+            }
             let partitions = ensure_topic(&target.bootstrap, &target.topic, target.partitions)?;
             let cfg = ConsumeConfig {
                 bootstrap: target.bootstrap.clone(),
@@ -330,6 +375,7 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
                 fetch_max_bytes: 64 << 20,
                 partition_max_bytes: 16 << 20,
                 cpus: target.cpus.clone(),
+                isolation_level,
                 progress: Default::default(),
             };
             let stats = consume_with(&target, &cfg)?;

@@ -26,6 +26,8 @@ pub struct ConsumeConfig {
     pub fetch_max_bytes: i32,
     pub partition_max_bytes: i32,
     pub cpus: Vec<usize>,
+    /// `isolation.level` (librdkafka only); `None`: the client's default.
+    pub isolation_level: Option<String>,
     /// Records read, for the live progress line.
     pub progress: super::progress::Progress,
 }

@@ -47,6 +47,10 @@ pub struct ProduceConfig {
     /// Write each record's due time (wall clock, ns since the epoch) into the first 8 bytes of
     /// its value, for end-to-end latency (`perf e2e`).
     pub stamp_due: bool,
+    /// `enable.idempotence` (librdkafka only).
+    pub idempotence: bool,
+    /// Records per transaction, each producer with its own transactional id (librdkafka only).
+    pub transaction_records: Option<u64>,
     /// Acknowledged records, for the live progress line.
     pub progress: Progress,
 }

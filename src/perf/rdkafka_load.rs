@@ -52,7 +52,7 @@ fn producer_config(cfg: &ProduceConfig) -> ClientConfig {
             "max.in.flight.requests.per.connection",
             cfg.max_in_flight.to_string(),
         )
-        .set("enable.idempotence", "false")
+        .set("enable.idempotence", cfg.idempotence.to_string())
         .set("partitioner", "murmur2_random")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("queue.buffering.max.messages", "1000000");
@@ -72,8 +72,19 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
         stats: Mutex::new(Stats::default()),
         progress: cfg.progress.clone(),
     };
-    let producer: ThreadedProducer<Deliveries> =
-        producer_config(cfg).create_with_context(context)?;
+    let mut config = producer_config(cfg);
+    if cfg.transaction_records.is_some() {
+        config.set(
+            "transactional.id",
+            format!("shardlog-perf-{}-{index}", std::process::id()),
+        );
+    }
+    let producer: ThreadedProducer<Deliveries> = config.create_with_context(context)?;
+    let txn_timeout = Duration::from_secs(60);
+    if cfg.transaction_records.is_some() {
+        producer.init_transactions(txn_timeout)?;
+        producer.begin_transaction()?;
+    }
     let mut value = vec![b'x'; cfg.record_size];
     let wall_start = wall_ns() - start.elapsed().as_nanos() as u64;
     let stamp = cfg.stamp_due && cfg.record_size >= 8;
@@ -100,6 +111,21 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
                     std::thread::sleep(Duration::from_micros(100));
                 }
                 Err((e, _)) => anyhow::bail!("librdkafka refused a record: {e}"),
+            }
+        }
+        if let Some(n) = cfg.transaction_records {
+            if (i + 1) % n == 0 || i + 1 == mine {
+                // Wait for the producer thread to serve every delivery report first: the
+                // flush in commit_transaction polls the same queue in 100 ms rounds, and loses
+                // the race for each report to that thread.
+                let deadline = Instant::now() + txn_timeout;
+                while producer.in_flight_count() > 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                producer.commit_transaction(txn_timeout)?;
+                if i + 1 < mine {
+                    producer.begin_transaction()?;
+                }
             }
         }
     }
@@ -135,7 +161,11 @@ fn consume_thread(
     if partitions.is_empty() {
         return Ok(stats);
     }
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    if let Some(level) = &cfg.isolation_level {
+        config.set("isolation.level", level);
+    }
+    let consumer: BaseConsumer = config
         .set("bootstrap.servers", &cfg.bootstrap)
         .set("group.id", "shardlog-perf")
         .set("enable.auto.commit", "false")
@@ -145,6 +175,7 @@ fn consume_thread(
             cfg.partition_max_bytes.to_string(),
         )
         .set("queued.max.messages.kbytes", "1048576")
+        .set("enable.partition.eof", "true")
         .create()?;
     let mut tpl = TopicPartitionList::new();
     let mut available = 0u64;
@@ -159,8 +190,14 @@ fn consume_thread(
         .map(|n| n / cfg.consumers.max(1) as u64)
         .unwrap_or(available);
     let want = share.min(available);
-    while stats.messages < want {
+    // Transaction markers take offsets but are never delivered: the end of every partition
+    // also ends the read.
+    let mut at_end = std::collections::BTreeSet::new();
+    while stats.messages < want && at_end.len() < partitions.len() {
         match consumer.poll(Duration::from_secs(30)) {
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
             Some(Ok(m)) => {
                 stats.messages += 1;
                 stats.bytes += m.payload().map_or(0, |p| p.len()) as u64;
