@@ -167,23 +167,28 @@ class ConfluentProducer:
             pass
 
 
-class ConfluentConsumer:
+class GroupConsumer:
+    """A group member of either client; `_fetch(n)` is one poll of up to n records."""
+
     def __init__(self, c):
         self.c = c
 
     def poll(self, max_records, timeout_s):
+        """Up to `max_records` as (topic, partition, offset, key, value), within `timeout_s`."""
         out = []
         deadline = time.monotonic() + timeout_s
         while len(out) < max_records and time.monotonic() < deadline:
-            msgs = self.c.consume(num_messages=max_records - len(out), timeout=0.1)
-            for m in msgs:
-                if m.error():
-                    continue
-                out.append((m.topic(), m.partition(), m.offset(), m.key(), m.value()))
+            out.extend(self._fetch(max_records - len(out)))
         return out
 
     def close(self):
         self.c.close()
+
+
+class ConfluentConsumer(GroupConsumer):
+    def _fetch(self, n):
+        msgs = self.c.consume(num_messages=n, timeout=0.1)
+        return [(m.topic(), m.partition(), m.offset(), m.key(), m.value()) for m in msgs if not m.error()]
 
 
 class KafkaPython:
@@ -303,22 +308,10 @@ class KafkaPythonProducer:
             pass
 
 
-class KafkaPythonConsumer:
-    def __init__(self, c):
-        self.c = c
-
-    def poll(self, max_records, timeout_s):
-        out = []
-        deadline = time.monotonic() + timeout_s
-        while len(out) < max_records and time.monotonic() < deadline:
-            batch = self.c.poll(timeout_ms=100, max_records=max_records - len(out))
-            for _tp, msgs in batch.items():
-                for m in msgs:
-                    out.append((m.topic, m.partition, m.offset, m.key, m.value))
-        return out
-
-    def close(self):
-        self.c.close()
+class KafkaPythonConsumer(GroupConsumer):
+    def _fetch(self, n):
+        batch = self.c.poll(timeout_ms=100, max_records=n)
+        return [(m.topic, m.partition, m.offset, m.key, m.value) for msgs in batch.values() for m in msgs]
 
 
 CLIENTS = {"confluent-kafka": Confluent, "kafka-python": KafkaPython}
