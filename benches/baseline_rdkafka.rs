@@ -99,6 +99,7 @@ fn consume(bootstrap: &str, topic: &str, n: usize) -> f64 {
         consumers: 1,
         fetch_max_bytes: 52_428_800,
         partition_max_bytes: 10_485_760,
+        client_props: Vec::new(),
         cpus: vec![1],
         isolation_level: None,
         progress: Default::default(),

@@ -53,6 +53,12 @@ async fn new_log(dir: &std::path::Path, topic: &str, hot_tail_bytes: usize) -> R
         write_buffer_bytes: MIB,
         hot_tail_bytes,
         max_pending_bytes: 32 * MIB,
+        read_ahead: shardlog::storage::read_ahead::ReadAheadSettings {
+            partition_bytes: 16 * MIB,
+            shard_bytes: 256 * MIB,
+            shard_held: Rc::new(std::cell::Cell::new(0)),
+            idle: std::time::Duration::from_secs(10),
+        },
     };
     let log = PartitionLog::create(dir, topic, [7; 16], 0, log_config(), settings)
         .await

@@ -1,6 +1,7 @@
 # Shared by the perf scripts: build once, start a broker pinned to CPU 0 on a free port with
 # its data in a temporary directory, stop it and remove the data on exit.
-#   start_broker [--set key=value ...]   sets $addr and $broker_pid (KEEP_DATA=1: same data)
+#   start_broker [--set key=value ...]   sets $addr and $broker_pid (KEEP_DATA=1: same data;
+#                                        bin_broker=PATH: another broker binary)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release -q
@@ -18,7 +19,7 @@ start_broker() {
     stop_broker
     [ -n "${KEEP_DATA:-}" ] || rm -rf "$work/data"
     rm -f "$work/out"
-    taskset -c 0 "$bin" broker --cores 1 --set listeners=PLAINTEXT://127.0.0.1:0 \
+    taskset -c 0 "${bin_broker:-$bin}" broker --cores 1 --set listeners=PLAINTEXT://127.0.0.1:0 \
         --set "log.dirs=$work/data" "$@" >"$work/out" 2>"$work/broker.log" &
     broker_pid=$!
     for _ in $(seq 100); do grep -q listening "$work/out" 2>/dev/null && break; sleep 0.1; done

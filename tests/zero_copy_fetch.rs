@@ -1,5 +1,6 @@
-//! Fetch of data on disk both ways — zero-copy (sendfile from the segment file, the default)
-//! and the copy path (`shardlog.fetch.zero.copy=false`) — with the hot tail off so every read
+//! Fetch of data on disk both ways — zero-copy (sendfile from the segment file,
+//! `shardlog.fetch.zero.copy=true`) and the default path (read-ahead into the shard's buffers,
+//! sent from them) — with the hot tail off so every read
 //! goes to the segment files. librdkafka reads everything back across segment boundaries with
 //! partition fetch limits smaller than the data, so responses end inside batches (as Kafka's
 //! do) and the client must drop the partial batch and fetch again.

@@ -88,7 +88,10 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("shardlog.connection.max.inflight.bytes", "67108864"),
     ("shardlog.connection.max.inflight.requests", "64"),
     ("shardlog.partition.max.pending.bytes", "33554432"),
-    ("shardlog.fetch.zero.copy", "true"),
+    ("shardlog.fetch.zero.copy", "false"),
+    ("shardlog.read.ahead.bytes", "33554432"),
+    ("shardlog.read.ahead.shard.bytes", "268435456"),
+    ("shardlog.read.ahead.idle.ms", "10000"),
     ("shardlog.log.durability", "sync"),
     ("shardlog.io.memory.bytes", "134217728"),
 ];
@@ -132,6 +135,11 @@ pub struct BrokerConfig {
     pub group_config: crate::group::state::GroupConfig,
     /// Send records on disk with sendfile instead of reading them into memory first.
     pub fetch_zero_copy: bool,
+    /// Read-ahead memory for readers behind the hot tail: per partition, per shard, and how
+    /// long an idle reader's keeps it (`shardlog.read.ahead.bytes`, `.shard.bytes`, `.idle.ms`).
+    pub read_ahead_bytes: usize,
+    pub read_ahead_shard_bytes: usize,
+    pub read_ahead_idle_ms: u64,
     /// `shardlog.log.durability`: what the high watermark waits for (fdatasync or the write).
     pub durability: crate::partition::Durability,
     /// `transaction.max.timeout.ms` and `transactional.id.expiration.ms`.
@@ -380,6 +388,9 @@ impl BrokerConfig {
                 "shardlog.fetch.zero.copy",
                 get("shardlog.fetch.zero.copy"),
             )?,
+            read_ahead_bytes: num("shardlog.read.ahead.bytes")?.max(0) as usize,
+            read_ahead_shard_bytes: num("shardlog.read.ahead.shard.bytes")?.max(0) as usize,
+            read_ahead_idle_ms: positive("shardlog.read.ahead.idle.ms")? as u64,
             txn_config: crate::txn::state::TxnConfig {
                 max_timeout_ms: positive("transaction.max.timeout.ms")?.min(i32::MAX as i64) as i32,
                 id_expiration_ms: positive("transactional.id.expiration.ms")?,

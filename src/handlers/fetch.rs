@@ -18,8 +18,9 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId
 
 use crate::partition::Isolation;
 use crate::protocol::error::KafkaError;
+use crate::protocol::fetch_frame::Beside;
 use crate::shard::{OpKind, OpOutcome, OpResult, PartitionOp, Shard, ShardRequest};
-use crate::storage::log::{Fetched, FileSlice};
+use crate::storage::log::Fetched;
 
 struct Wanted {
     topic: String,
@@ -91,13 +92,13 @@ async fn wait_for_data(shard: &Rc<Shard>, wanted: &[Wanted], wait: Duration) {
     }
 }
 
-/// The response, and for each of its partitions in order the file range holding its records
-/// when they are to be sent from disk (zero-copy fetch); its `records` field is then unset.
+/// The response, and for each of its partitions in order the records that travel beside the
+/// message (a file range, or pieces of the shard's buffers); its `records` field is then unset.
 pub async fn handle(
     shard: &Rc<Shard>,
     version: i16,
     request: FetchRequest,
-) -> (FetchResponse, Vec<Option<FileSlice>>) {
+) -> (FetchResponse, Vec<Option<Beside>>) {
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let min_bytes = request.min_bytes.max(0) as usize;
     let max_bytes = if request.max_bytes <= 0 {
@@ -182,17 +183,19 @@ pub async fn handle(
                             part.records = Some(b);
                         }
                         Fetched::File(mut f) => {
-                            f.len = if total == 0 {
-                                f.len.min(room.max(f.first_batch_len))
-                            } else if room < f.first_batch_len {
-                                0
-                            } else {
-                                f.len.min(room)
-                            };
+                            f.len = f.len.min(allowed(total, room, f.first_batch_len));
                             total += f.len;
                             if f.len > 0 {
                                 part.records = None;
-                                file = Some(f);
+                                file = Some(Beside::File(f));
+                            }
+                        }
+                        Fetched::Buffers(mut c) => {
+                            c.truncate(allowed(total, room, c.first_batch_len));
+                            total += c.len;
+                            if c.len > 0 {
+                                part.records = None;
+                                file = Some(Beside::Buffers(c));
                             }
                         }
                     }
@@ -217,4 +220,17 @@ pub async fn handle(
         response.responses.push(topic);
     }
     (response, files)
+}
+
+/// How much of a partition's range (whose first batch is `first_batch_len`) fits with `total`
+/// bytes already in the response and `room` left: the response's first batch goes whole even
+/// past the limit (KIP-74); a later partition whose first batch does not fit gets nothing.
+fn allowed(total: usize, room: usize, first_batch_len: usize) -> usize {
+    if total == 0 {
+        room.max(first_batch_len)
+    } else if room < first_batch_len {
+        0
+    } else {
+        room
+    }
 }

@@ -315,7 +315,7 @@ impl Partition {
     }
 
     /// Records from `offset` a reader at `isolation` may see: file ranges for data on disk
-    /// when `zero_copy`, otherwise bytes.
+    /// when `zero_copy`, otherwise this shard's buffers (hot tail, read-ahead).
     pub async fn read(
         &self,
         offset: i64,
@@ -327,10 +327,8 @@ impl Partition {
         if zero_copy {
             self.log.read_slice(offset, max_bytes, bound).await
         } else {
-            self.log
-                .read(offset, max_bytes, bound)
-                .await
-                .map(Fetched::Memory)
+            let now = std::time::Instant::now();
+            self.log.read_buffered(offset, max_bytes, bound, now).await
         }
     }
 

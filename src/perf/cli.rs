@@ -38,6 +38,10 @@ pub struct Target {
     /// The client that drives the load: the project's own, or librdkafka for reference.
     #[arg(long, value_enum, default_value = "shardlog")]
     pub client: ClientKind,
+    /// Also write the latency distributions: PREFIX.svg (a percentile plot) and
+    /// PREFIX.<what>.hgrm for each (HdrHistogram's text format; `perf plot` lays runs together).
+    #[arg(long = "latency-plot", value_name = "PREFIX")]
+    pub latency_plot: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +82,17 @@ pub enum PerfCommand {
     /// Consumer-group timings with librdkafka: first assignment, N members joining, one more
     /// member joining and leaving a stable group.
     Rebalance(super::rebalance::RebalanceArgs),
+    /// Draws the `.hgrm` latency distributions of several runs into one SVG percentile plot.
+    Plot {
+        /// The SVG to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(long, default_value = "latency by percentile")]
+        title: String,
+        /// `.hgrm` files (as `--latency-plot` writes them); each is named by its file name.
+        #[arg(required = true)]
+        runs: Vec<std::path::PathBuf>,
+    },
     /// Produce records and report throughput and acknowledgement latency.
     Produce {
         #[command(flatten)]
@@ -132,7 +147,36 @@ pub enum PerfCommand {
         /// read_committed or read_uncommitted (librdkafka; default: its own, read_committed).
         #[arg(long = "isolation-level")]
         isolation_level: Option<String>,
+        /// Kafka consumer settings: max.partition.fetch.bytes (default 1048576, as every
+        /// mainstream client) and fetch.max.bytes (default 52428800); with `--client rdkafka`
+        /// any other librdkafka setting is passed through as given.
+        #[arg(long = "consumer-props", num_args = 1.., value_name = "KEY=VALUE")]
+        consumer_props: Vec<String>,
     },
+}
+
+/// Consumer settings as `consumer_props` parses them: fetch.max.bytes,
+/// max.partition.fetch.bytes, and the other settings (for librdkafka).
+pub type ConsumerProps = (i32, i32, Vec<(String, String)>);
+
+/// Consumer settings by their Kafka names; the defaults are the clients' own.
+pub fn consumer_props(props: &[String]) -> anyhow::Result<ConsumerProps> {
+    let (mut fetch_max, mut partition_max, mut other) = (52_428_800i32, 1_048_576i32, Vec::new());
+    for kv in props {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--consumer-props {kv}: expected key=value"))?;
+        let bad = || anyhow::anyhow!("--consumer-props: bad value '{v}' for {k}");
+        match k {
+            "fetch.max.bytes" => fetch_max = v.parse().map_err(|_| bad())?,
+            "max.partition.fetch.bytes" => partition_max = v.parse().map_err(|_| bad())?,
+            _ => other.push((k.to_string(), v.to_string())),
+        }
+    }
+    if fetch_max < 1 || partition_max < 1 {
+        anyhow::bail!("fetch.max.bytes and max.partition.fetch.bytes must be at least 1");
+    }
+    Ok((fetch_max, partition_max, other))
 }
 
 /// Producer settings by their Kafka names, with the Java client's defaults.
@@ -252,6 +296,28 @@ pub fn ensure_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Re
     }
 }
 
+/// Writes PREFIX.svg with every distribution given and PREFIX.<what>.hgrm for each.
+fn write_plots(prefix: &std::path::Path, runs: &[(&str, &Stats)]) -> anyhow::Result<()> {
+    let with_ext = |ext: &str| {
+        let mut name = prefix.as_os_str().to_owned();
+        name.push(ext);
+        std::path::PathBuf::from(name)
+    };
+    let mut series = Vec::new();
+    for (what, stats) in runs {
+        let path = with_ext(&format!(".{what}.hgrm"));
+        std::fs::write(&path, super::plot::hgrm(&stats.latency_us))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        series.push(super::plot::series(what, &stats.latency_us));
+    }
+    let path = with_ext(".svg");
+    let title = prefix
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    std::fs::write(&path, super::plot::svg(&title, &series))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
 fn report(stats: &Stats, what: &str, json: bool) {
     if json {
         println!("{}", stats.json(what));
@@ -263,6 +329,19 @@ fn report(stats: &Stats, what: &str, json: bool) {
 pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
     match cmd {
         PerfCommand::Rebalance(args) => super::rebalance::run(args),
+        PerfCommand::Plot { out, title, runs } => {
+            let mut series = Vec::new();
+            for path in &runs {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                let name = path.file_name().map_or_else(String::new, |n| {
+                    n.to_string_lossy().trim_end_matches(".hgrm").to_string()
+                });
+                series.push(super::plot::parse_hgrm(&name, &text)?);
+            }
+            std::fs::write(&out, super::plot::svg(&title, &series))
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))
+        }
         PerfCommand::E2e {
             target,
             num_records,
@@ -285,6 +364,7 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
                 consumers: 1,
                 fetch_max_bytes: 64 << 20,
                 partition_max_bytes: 16 << 20,
+                client_props: Vec::new(),
                 cpus: target.cpus.clone(),
                 isolation_level: None,
                 progress: Default::default(),
@@ -310,6 +390,9 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
                 .map_err(|_| anyhow::anyhow!("the tailing consumer panicked"))??;
             report(&produced, "produce", target.json);
             report(&e2e, "e2e", target.json);
+            if let Some(prefix) = &target.latency_plot {
+                write_plots(prefix, &[("produce", &produced), ("e2e", &e2e)])?;
+            }
             if e2e.messages < num_records {
                 anyhow::bail!("the consumer saw {} of {num_records} records", e2e.messages);
             }
@@ -347,6 +430,9 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
             };
             let stats = produce_with(&target, &cfg)?;
             report(&stats, "produce", target.json);
+            if let Some(prefix) = &target.latency_plot {
+                write_plots(prefix, &[("produce", &stats)])?;
+            }
             if stats.errors > 0 {
                 anyhow::bail!("{} records were refused", stats.errors);
             }
@@ -357,7 +443,15 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
             messages,
             consumers,
             isolation_level,
+            consumer_props: props,
         } => {
+            let (fetch_max_bytes, partition_max_bytes, client_props) = consumer_props(&props)?;
+            if target.client == ClientKind::Shardlog && !client_props.is_empty() {
+                anyhow::bail!(
+                    "--consumer-props: {} is a librdkafka setting (use --client rdkafka)",
+                    client_props[0].0
+                );
+            }
             if let Some(level) = isolation_level.as_deref() {
                 if !matches!(level, "read_committed" | "read_uncommitted") {
                     anyhow::bail!(
@@ -372,8 +466,9 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
                 partitions,
                 records: messages,
                 consumers,
-                fetch_max_bytes: 64 << 20,
-                partition_max_bytes: 16 << 20,
+                fetch_max_bytes,
+                partition_max_bytes,
+                client_props,
                 cpus: target.cpus.clone(),
                 isolation_level,
                 progress: Default::default(),

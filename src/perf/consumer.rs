@@ -25,6 +25,8 @@ pub struct ConsumeConfig {
     pub consumers: usize,
     pub fetch_max_bytes: i32,
     pub partition_max_bytes: i32,
+    /// Further librdkafka settings, as given (`--consumer-props`).
+    pub client_props: Vec<(String, String)>,
     pub cpus: Vec<usize>,
     /// `isolation.level` (librdkafka only); `None`: the client's default.
     pub isolation_level: Option<String>,

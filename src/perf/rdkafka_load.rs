@@ -165,7 +165,7 @@ fn consume_thread(
     if let Some(level) = &cfg.isolation_level {
         config.set("isolation.level", level);
     }
-    let consumer: BaseConsumer = config
+    config
         .set("bootstrap.servers", &cfg.bootstrap)
         .set("group.id", "shardlog-perf")
         .set("enable.auto.commit", "false")
@@ -174,9 +174,11 @@ fn consume_thread(
             "max.partition.fetch.bytes",
             cfg.partition_max_bytes.to_string(),
         )
-        .set("queued.max.messages.kbytes", "1048576")
-        .set("enable.partition.eof", "true")
-        .create()?;
+        .set("enable.partition.eof", "true");
+    for (k, v) in &cfg.client_props {
+        config.set(k, v);
+    }
+    let consumer: BaseConsumer = config.create()?;
     let mut tpl = TopicPartitionList::new();
     let mut available = 0u64;
     for &p in &partitions {

@@ -1,13 +1,14 @@
 //! Fetch responses framed by hand, so records are never copied into the response: the frame
-//! is a list of parts — framing bytes, records already in memory (sent as they are), and
-//! ranges of segment files (sent by the kernel with sendfile when
-//! `shardlog.fetch.zero.copy` is on). The codec's encoder would copy every record batch into
+//! is a list of parts — framing bytes, records already in memory (sent as they are), pieces
+//! of the shard's buffers (hot tail, read-ahead) and ranges of segment files (sent by the
+//! kernel with sendfile when `shardlog.fetch.zero.copy` is on). The codec's encoder would copy every record batch into
 //! one buffer. Byte for byte the same as the codec's encoding for Fetch v4–v12 (a unit test
 //! holds the two side by side).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::FetchResponse;
 
+use crate::storage::chain::{Chain, Piece};
 use crate::storage::log::FileSlice;
 
 /// Records of at least this many bytes go out as their own part; smaller ones are copied into
@@ -18,6 +19,7 @@ const SEPARATE_PART_BYTES: usize = 16 << 10;
 #[derive(Debug)]
 pub enum Part {
     Bytes(Bytes),
+    Buffer(Piece),
     File(FileSlice),
 }
 
@@ -25,7 +27,29 @@ impl Part {
     pub fn len(&self) -> usize {
         match self {
             Part::Bytes(b) => b.len(),
+            Part::Buffer(p) => p.len(),
             Part::File(f) => f.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A partition's records carried beside the response message (its `records` field is then
+/// ignored).
+#[derive(Debug)]
+pub enum Beside {
+    File(FileSlice),
+    Buffers(Chain),
+}
+
+impl Beside {
+    pub fn len(&self) -> usize {
+        match self {
+            Beside::File(f) => f.len,
+            Beside::Buffers(c) => c.len,
         }
     }
 
@@ -78,12 +102,19 @@ impl Framer {
     }
 
     /// The records field: its length, then the records as a part of their own when large.
-    fn records(&mut self, records: Option<&Bytes>, file: Option<&FileSlice>) {
-        let len = file.map(|f| f.len).or(records.map(Bytes::len));
+    fn records(&mut self, records: Option<&Bytes>, beside: Option<&Beside>) {
+        let len = beside.map(Beside::len).or(records.map(Bytes::len));
         self.array_len(len);
-        if let Some(f) = file {
+        if let Some(b) = beside {
             self.flush();
-            self.parts.push(Part::File(f.clone()));
+            match b {
+                Beside::File(f) => self.parts.push(Part::File(f.clone())),
+                Beside::Buffers(c) => {
+                    for p in &c.pieces {
+                        self.parts.push(Part::Buffer(p.clone()));
+                    }
+                }
+            }
         } else if let Some(r) = records {
             if r.len() >= SEPARATE_PART_BYTES {
                 self.flush();
@@ -104,13 +135,13 @@ impl Framer {
 }
 
 /// The whole frame (size prefix, response header, body) of a Fetch response of `version`
-/// (4–12). `files` has one entry per partition in response order: `Some` where that
-/// partition's records are a file range (its `records` field is then ignored).
+/// (4–12). `beside` has one entry per partition in response order: `Some` where that
+/// partition's records travel beside the message (its `records` field is then ignored).
 pub fn frame(
     correlation_id: i32,
     version: i16,
     response: &FetchResponse,
-    files: &[Option<FileSlice>],
+    beside: &[Option<Beside>],
 ) -> Vec<Part> {
     let flexible = version >= 12;
     let mut f = Framer {
@@ -128,7 +159,7 @@ pub fn frame(
         f.buf.put_i32(response.session_id);
     }
     f.array_len(Some(response.responses.len()));
-    let mut files = files.iter();
+    let mut beside = beside.iter();
     for topic in &response.responses {
         f.string(topic.topic.0.as_str());
         f.array_len(Some(topic.partitions.len()));
@@ -150,8 +181,8 @@ pub fn frame(
             if version >= 11 {
                 f.buf.put_i32(p.preferred_read_replica.0);
             }
-            let file = files.next().and_then(Option::as_ref);
-            f.records(p.records.as_ref(), file);
+            let outside = beside.next().and_then(Option::as_ref);
+            f.records(p.records.as_ref(), outside);
             f.no_tags();
         }
         f.no_tags();
@@ -211,6 +242,7 @@ mod tests {
         for p in parts {
             match p {
                 Part::Bytes(b) => out.extend_from_slice(b),
+                Part::Buffer(_) => panic!("no buffers in this test"),
                 Part::File(_) => panic!("no files in this test"),
             }
         }
@@ -245,7 +277,12 @@ mod tests {
             first_batch_len: 700,
         };
         for version in [4i16, 12] {
-            let parts = frame(1, version, &r, &[Some(slice.clone()), None, None]);
+            let parts = frame(
+                1,
+                version,
+                &r,
+                &[Some(Beside::File(slice.clone())), None, None],
+            );
             let total: usize = parts.iter().map(Part::len).sum();
             let Part::Bytes(first) = &parts[0] else {
                 panic!("the frame starts with framing bytes");
@@ -263,6 +300,7 @@ mod tests {
             for p in &parts {
                 match p {
                     Part::Bytes(b) => ours.extend_from_slice(b),
+                    Part::Buffer(_) => panic!("no buffers in this test"),
                     Part::File(f) => ours.extend(std::iter::repeat_n(0u8, f.len)),
                 }
             }

@@ -166,11 +166,18 @@ async fn write_responses(
     let _ = stream.close().await;
 }
 
-/// Writes a response frame given in parts: bytes through the ring, file ranges by `sendfile`.
+/// Writes a response frame given in parts: bytes and buffers with `send`, file ranges by
+/// `sendfile`.
 async fn write_parts(stream: &mut SharedStream, parts: Vec<Part>) -> std::io::Result<()> {
     for part in parts {
         match part {
             Part::Bytes(b) => stream.write_all(&b).await?,
+            // A read-ahead chunk may still be on its way from the disk: wait for it. A read
+            // that failed leaves the announced frame short, so the connection closes.
+            Part::Buffer(p) => {
+                let bytes = p.bytes().await.map_err(std::io::Error::other)?;
+                stream.write_all(&bytes).await?
+            }
             Part::File(f) => send_file(stream, f).await?,
         }
     }

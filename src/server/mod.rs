@@ -322,6 +322,7 @@ async fn shard_main(
     glommio::spawn_local(Rc::clone(&shard.txns).run(Rc::clone(&shard))).detach();
     glommio::spawn_local(Rc::clone(&shard).run_producer_expiry()).detach();
     glommio::spawn_local(Rc::clone(&shard).run_retention()).detach();
+    glommio::spawn_local(Rc::clone(&shard).run_read_ahead_release()).detach();
     glommio::spawn_local(Rc::clone(&shard).run_cleaner()).detach();
     glommio::spawn_local({
         let (shard, lifecycle) = (Rc::clone(&shard), Arc::clone(&lifecycle));

@@ -25,7 +25,7 @@ use crate::group::records::partition_for;
 use crate::metadata::MetadataSnapshot;
 use crate::partition::{Acks, Entry, Partition, PartitionSettings, Ticket};
 use crate::storage::{LogSettings, PartitionLog};
-pub use ops::{FetchData, OpError, OpKind, OpOutcome, OpResult, PartitionOp};
+pub use ops::{FetchData, OpError, OpKind, OpOutcome, OpResult, PartitionOp, SentOutcome};
 
 /// A request from one shard to another.
 pub enum ShardRequest {
@@ -48,7 +48,8 @@ pub enum ShardRequest {
 }
 
 pub enum ShardResponse {
-    Partitions(Vec<OpOutcome>),
+    /// Fetched records as bytes or file ranges: a shard's buffers never leave it.
+    Partitions(Vec<SentOutcome>),
     Admin(admin::AdminResponse),
     Group(GroupAnswer),
     Txn(crate::txn::coordinator::TxnAnswer),
@@ -100,6 +101,8 @@ pub struct Shard {
     producer_id_refill: glommio::sync::Semaphore,
     /// Shard 0 only: the broker's record of producer id blocks handed out.
     producer_id_blocks: Option<crate::txn::producer_ids::Allocator>,
+    /// Bytes this shard's partitions hold read ahead of their readers.
+    read_ahead_held: Rc<Cell<usize>>,
 }
 
 impl Shard {
@@ -144,6 +147,7 @@ impl Shard {
             producer_ids: Default::default(),
             producer_id_refill: glommio::sync::Semaphore::new(1),
             producer_id_blocks,
+            read_ahead_held: Rc::new(Cell::new(0)),
         })
     }
 
@@ -157,6 +161,12 @@ impl Shard {
             write_buffer_bytes: self.config.write_buffer_bytes,
             hot_tail_bytes: self.config.hot_tail_bytes,
             max_pending_bytes: self.config.partition_max_pending_bytes,
+            read_ahead: crate::storage::read_ahead::ReadAheadSettings {
+                partition_bytes: self.config.read_ahead_bytes,
+                shard_bytes: self.config.read_ahead_shard_bytes,
+                shard_held: Rc::clone(&self.read_ahead_held),
+                idle: Duration::from_millis(self.config.read_ahead_idle_ms),
+            },
         }
     }
 
@@ -466,7 +476,10 @@ impl Shard {
                                     crate::storage::log::Fetched::Memory(b) => {
                                         crate::client::batches_end(b).unwrap_or(offsets.last_stable)
                                     }
-                                    crate::storage::log::Fetched::File(_) => offsets.last_stable,
+                                    crate::storage::log::Fetched::File(_)
+                                    | crate::storage::log::Fetched::Buffers(_) => {
+                                        offsets.last_stable
+                                    }
                                 };
                                 p.aborted_txns(offset, upper)
                                     .into_iter()
@@ -605,7 +618,9 @@ impl Shard {
                     glommio::spawn_local(async move {
                         let response = match request {
                             Served::Prepared(ops) => {
-                                ShardResponse::Partitions(me.execute_local(ops).await)
+                                let outcomes = me.execute_local(ops).await;
+                                let sent = outcomes.into_iter().map(ops::sent);
+                                ShardResponse::Partitions(futures::future::join_all(sent).await)
                             }
                             Served::Other(request) => me.serve(request).await,
                         };
@@ -622,7 +637,9 @@ impl Shard {
         match request {
             ShardRequest::Partitions(ops) => {
                 let prepared = self.prepare(ops);
-                ShardResponse::Partitions(self.execute_local(prepared).await)
+                let outcomes = self.execute_local(prepared).await;
+                let sent = outcomes.into_iter().map(ops::sent);
+                ShardResponse::Partitions(futures::future::join_all(sent).await)
             }
             ShardRequest::WaitForData { parts, wait } => {
                 self.wait_local(&parts, wait).await;
@@ -757,6 +774,26 @@ impl Shard {
         }
     }
 
+    /// Releases the read-ahead memory of readers gone idle (`shardlog.read.ahead.idle.ms`),
+    /// checking a few times per idle period.
+    pub async fn run_read_ahead_release(self: Rc<Self>) {
+        let every = Duration::from_millis((self.config.read_ahead_idle_ms / 4).clamp(10, 1000));
+        while !self.stopping.get() {
+            let listener = self.stop_event.listen();
+            futures_lite::future::or(listener, glommio::timer::sleep(every)).await;
+            let now = std::time::Instant::now();
+            for p in self.local_partitions() {
+                let released = p.log.release_idle_read_ahead(now);
+                if released > 0 {
+                    tracing::info!(
+                        "{}: released {released} bytes of read-ahead of idle readers",
+                        p.log.dir.display()
+                    );
+                }
+            }
+        }
+    }
+
     /// Periodic retention on this shard's partitions.
     pub async fn run_retention(self: Rc<Self>) {
         let every = Duration::from_millis(self.config.retention_check_interval_ms);
@@ -841,7 +878,7 @@ impl Dispatched {
         let remote = futures::future::join_all(remote.into_iter().map(|(indexes, rx)| async {
             let outcomes = match rx {
                 Some(rx) => match rx.await {
-                    Ok(ShardResponse::Partitions(r)) => r,
+                    Ok(ShardResponse::Partitions(r)) => r.into_iter().map(ops::received).collect(),
                     _ => Vec::new(),
                 },
                 None => Vec::new(),

@@ -7,7 +7,7 @@
 use crate::partition::producer_state::{Marker, ProducerEntry};
 use crate::partition::{AppendError, Isolation, Offsets};
 use crate::record::ValidatedBatches;
-use crate::storage::log::Fetched;
+use crate::storage::log::{Fetched, SentFetched};
 use crate::storage::StorageError;
 
 pub struct PartitionOp {
@@ -45,9 +45,11 @@ pub enum OpKind {
     Producers,
 }
 
+/// `R`: the records as read on the owning shard (`Fetched`), or as sent to another
+/// (`SentFetched`).
 #[derive(Debug)]
-pub struct FetchData {
-    pub records: Fetched,
+pub struct FetchData<R = Fetched> {
+    pub records: R,
     pub offsets: Offsets,
     /// Under read_committed: the aborted transactions (producer id, first offset) overlapping
     /// what was read; `None` under read_uncommitted.
@@ -55,13 +57,13 @@ pub struct FetchData {
 }
 
 #[derive(Debug)]
-pub enum OpResult {
+pub enum OpResult<R = Fetched> {
     Produce {
         base_offset: i64,
         log_append_time: i64,
         log_start_offset: i64,
     },
-    Fetch(FetchData),
+    Fetch(FetchData<R>),
     Offset {
         offset: i64,
         timestamp: i64,
@@ -101,4 +103,69 @@ impl From<AppendError> for OpError {
 
 /// A failed op, with the partition's offsets when it exists (a failed fetch still reports
 /// its watermarks).
-pub type OpOutcome = Result<OpResult, (OpError, Option<Offsets>)>;
+pub type OpOutcome<R = Fetched> = Result<OpResult<R>, (OpError, Option<Offsets>)>;
+
+/// An outcome as it travels back from another shard.
+pub type SentOutcome = OpOutcome<SentFetched>;
+
+impl<R> OpResult<R> {
+    /// The fetched data if this is a fetch result; any other result, retyped.
+    fn split_fetch<S>(self) -> Result<OpResult<S>, FetchData<R>> {
+        Ok(match self {
+            OpResult::Fetch(d) => return Err(d),
+            OpResult::Produce {
+                base_offset,
+                log_append_time,
+                log_start_offset,
+            } => OpResult::Produce {
+                base_offset,
+                log_append_time,
+                log_start_offset,
+            },
+            OpResult::Offset { offset, timestamp } => OpResult::Offset { offset, timestamp },
+            OpResult::LowWatermark(o) => OpResult::LowWatermark(o),
+            OpResult::Info(o) => OpResult::Info(o),
+            OpResult::MarkerWritten => OpResult::MarkerWritten,
+            OpResult::Producers(p) => OpResult::Producers(p),
+        })
+    }
+}
+
+/// An outcome for another shard: this shard's buffers are copied into bytes (once their
+/// reads are done; a failed read fails the op).
+pub async fn sent(o: OpOutcome) -> SentOutcome {
+    let d = match o?.split_fetch() {
+        Ok(other) => return Ok(other),
+        Err(d) => d,
+    };
+    let records = match d.records {
+        Fetched::Memory(b) => SentFetched::Memory(b),
+        Fetched::File(f) => SentFetched::File(f),
+        Fetched::Buffers(c) => match c.to_bytes().await {
+            Ok(b) => SentFetched::Memory(b),
+            Err(e) => return Err((StorageError::io(e).into(), Some(d.offsets))),
+        },
+    };
+    Ok(OpResult::Fetch(FetchData {
+        records,
+        offsets: d.offsets,
+        aborted: d.aborted,
+    }))
+}
+
+/// An outcome from another shard, as a local one.
+pub fn received(o: SentOutcome) -> OpOutcome {
+    let d = match o?.split_fetch() {
+        Ok(other) => return Ok(other),
+        Err(d) => d,
+    };
+    let records = match d.records {
+        SentFetched::Memory(b) => Fetched::Memory(b),
+        SentFetched::File(f) => Fetched::File(f),
+    };
+    Ok(OpResult::Fetch(FetchData {
+        records,
+        offsets: d.offsets,
+        aborted: d.aborted,
+    }))
+}

@@ -25,6 +25,8 @@ use bytes::{Bytes, BytesMut};
 use event_listener::Event;
 use glommio::io::{DmaBuffer, DmaFile};
 
+use super::chain::{Chain, Piece};
+use super::read_ahead::{ReadAhead, ReadAheadSettings};
 use super::segment::{file_name, Segment};
 use super::txn_index::AbortedTxn;
 use crate::config::LogConfig;
@@ -88,17 +90,18 @@ impl std::fmt::Display for StorageError {
 }
 
 impl StorageError {
-    fn io(e: impl std::fmt::Display) -> StorageError {
+    pub fn io(e: impl std::fmt::Display) -> StorageError {
         StorageError::Io(e.to_string())
     }
 }
 
 /// Sizes that bound memory and I/O, from the broker config.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LogSettings {
     pub write_buffer_bytes: usize,
     pub hot_tail_bytes: usize,
     pub max_pending_bytes: usize,
+    pub read_ahead: ReadAheadSettings,
 }
 
 /// A place in the log: an offset that starts a batch (or the log end), the segment holding it
@@ -208,6 +211,8 @@ pub struct PartitionLog {
     segment_changes: glommio::sync::Semaphore,
     /// Bumped whenever closed segments are replaced: a read crossing segments restarts.
     segments_version: Cell<u64>,
+    /// Readers behind the hot tail, served from chunks read ahead of them.
+    read_ahead: ReadAhead,
     /// Compaction progress: offsets below `first_dirty` were cleaned; tombstones kept by the
     /// last clean may go from `tombstone_horizon` on (`i64::MAX`: none kept).
     first_dirty: Cell<i64>,
@@ -215,6 +220,26 @@ pub struct PartitionLog {
     /// Where recovery must rebuild transaction indexes from (the recovery point of an unclean
     /// start, or the first segment whose `.txnindex` was damaged); `i64::MAX`: nowhere.
     replay_from: Cell<i64>,
+}
+
+/// Where a read starts in a segment: the batch holding the offset wanted.
+struct SegmentPlace {
+    segment: i64,
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    /// The batch's position, and where readable bytes end (the bound, or the segment's end).
+    pos: u64,
+    limit: u64,
+    /// The segment's size when the read began.
+    written: u64,
+    first_batch_len: usize,
+}
+
+enum Located {
+    At(SegmentPlace),
+    /// The bound has no known position in the segment: read batch by batch.
+    Unbounded,
+    Nothing,
 }
 
 /// A closed segment as the cleaner sees it.
@@ -226,9 +251,19 @@ pub struct ClosedSegment {
     pub file: Rc<DmaFile>,
 }
 
-/// Records a read found: bytes in memory, or a range of a segment file (zero-copy fetch).
+/// Records a read found: bytes in memory, a range of a segment file (sent with sendfile), or
+/// pieces of this shard's buffers (the hot tail, read-ahead), which never leave the shard.
 #[derive(Debug)]
 pub enum Fetched {
+    Memory(Bytes),
+    File(FileSlice),
+    Buffers(Chain),
+}
+
+/// `Fetched` as it crosses to another shard (`crate::shard::ops::sent`): buffers were copied
+/// into bytes.
+#[derive(Debug)]
+pub enum SentFetched {
     Memory(Bytes),
     File(FileSlice),
 }
@@ -238,6 +273,7 @@ impl Fetched {
         match self {
             Fetched::Memory(b) => b.len(),
             Fetched::File(f) => f.len,
+            Fetched::Buffers(c) => c.len,
         }
     }
 
@@ -497,6 +533,7 @@ impl PartitionLog {
             partition,
             dir,
             config: RefCell::new(config),
+            read_ahead: ReadAhead::new(settings.read_ahead.clone()),
             settings,
             state: RefCell::new(state),
             closing: Cell::new(false),
@@ -525,7 +562,7 @@ impl PartitionLog {
     }
 
     pub fn settings(&self) -> LogSettings {
-        self.settings
+        self.settings.clone()
     }
 
     /// The offset the next batch gets, and where it will be written.
@@ -884,7 +921,7 @@ impl PartitionLog {
                 return Ok(Bytes::new());
             }
             if st.hot.front().is_some_and(|c| c.base_offset <= offset) {
-                return Ok(read_hot(&st.hot, offset, max_bytes, bound.offset));
+                return Ok(read_hot(&st.hot, offset, max_bytes, bound.offset).copy());
             }
             // Below every segment (the log start lies in a gap compaction left): the first.
             let found = st.segments.range(..=offset).next_back();
@@ -984,25 +1021,121 @@ impl PartitionLog {
         max_bytes: usize,
         bound: Bound,
     ) -> Result<Fetched, StorageError> {
-        let version = self.segments_version.get();
-        let in_memory_or_empty = {
-            let st = self.state.borrow();
-            Self::check_range(&st, offset)?;
-            offset >= st.next_offset
-                || offset >= bound.offset
-                || st.hot.front().is_some_and(|c| c.base_offset <= offset)
-        };
-        if in_memory_or_empty {
+        if self.in_memory_or_empty(offset, bound)? {
             return self
                 .read(offset, max_bytes, bound)
                 .await
                 .map(Fetched::Memory);
         }
+        let header = async |file: &Rc<DmaFile>, _: i64, pos: u64, n: usize, _: u64| {
+            let r = file.read_at(pos, n).await.map_err(StorageError::io)?;
+            Ok(r.to_vec())
+        };
+        let (at, len) = match self
+            .plan_disk_read(offset, max_bytes, bound, header)
+            .await?
+        {
+            Ok(plan) => plan,
+            Err(instead) => return Ok(instead),
+        };
+        Ok(Fetched::File(FileSlice {
+            file: self.sendfile_source(at.segment, &at.file).await?,
+            path: at.path,
+            position: at.pos,
+            len,
+            first_batch_len: at.first_batch_len,
+        }))
+    }
+
+    /// Like `read_slice`, but data on disk is read (with read-ahead for a reader that goes on
+    /// where its last read ended) into this shard's buffers, and the hot tail's buffers are
+    /// used as they are: no copy either way (`Fetched::Buffers`).
+    pub async fn read_buffered(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        bound: Bound,
+        now: std::time::Instant,
+    ) -> Result<Fetched, StorageError> {
+        if self.in_memory_or_empty(offset, bound)? {
+            let st = self.state.borrow();
+            if offset < st.next_offset && offset < bound.offset {
+                let chain = read_hot(&st.hot, offset, max_bytes, bound.offset);
+                return Ok(Fetched::Buffers(chain));
+            }
+            return Ok(Fetched::Memory(Bytes::new()));
+        }
+        let read_ahead = &self.read_ahead;
+        let header = async |file: &Rc<DmaFile>, seg: i64, pos: u64, n: usize, written: u64| {
+            let chain = read_ahead.read(seg, file, pos, n, written, now);
+            let mut bytes = vec![0; n];
+            let got = chain
+                .copy_prefix(&mut bytes)
+                .await
+                .map_err(StorageError::io)?;
+            bytes.truncate(got);
+            Ok(bytes)
+        };
+        let (at, len) = match self
+            .plan_disk_read(offset, max_bytes, bound, header)
+            .await?
+        {
+            Ok(plan) => plan,
+            Err(instead) => return Ok(instead),
+        };
+        // The chunks may still be in flight: the connection's writer waits for them, so the
+        // response starts leaving as soon as its first chunk is in.
+        let mut chain = read_ahead.read(at.segment, &at.file, at.pos, len, at.written, now);
+        chain.first_batch_len = at.first_batch_len;
+        Ok(Fetched::Buffers(chain))
+    }
+
+    /// Where a read of up to `max_bytes` from `offset` starts in a segment file and how long
+    /// it is (at least the first batch whole); or, when it cannot be sent from the file, the
+    /// answer instead (read batch by batch into memory, or nothing).
+    async fn plan_disk_read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        bound: Bound,
+        header: impl AsyncFn(&Rc<DmaFile>, i64, u64, usize, u64) -> Result<Vec<u8>, StorageError>,
+    ) -> Result<Result<(SegmentPlace, usize), Fetched>, StorageError> {
+        let at = match self.locate(offset, bound, header).await? {
+            Located::At(at) => at,
+            Located::Unbounded => {
+                let bytes = self.read(offset, max_bytes, bound).await?;
+                return Ok(Err(Fetched::Memory(bytes)));
+            }
+            Located::Nothing => return Ok(Err(Fetched::Memory(Bytes::new()))),
+        };
+        let len = (at.limit - at.pos).min(max_bytes.max(at.first_batch_len) as u64) as usize;
+        Ok(Ok((at, len)))
+    }
+
+    /// Whether a read at `offset` is served from the hot tail or finds nothing to read.
+    fn in_memory_or_empty(&self, offset: i64, bound: Bound) -> Result<bool, StorageError> {
+        let st = self.state.borrow();
+        Self::check_range(&st, offset)?;
+        Ok(offset >= st.next_offset
+            || offset >= bound.offset
+            || st.hot.front().is_some_and(|c| c.base_offset <= offset))
+    }
+
+    /// Finds where the batch holding `offset` starts in its segment and where readable bytes
+    /// end there under `bound`, walking batch headers (read with `header`: file, segment base,
+    /// position, length, the segment's written size) from the index entry below it.
+    async fn locate(
+        &self,
+        offset: i64,
+        bound: Bound,
+        header: impl AsyncFn(&Rc<DmaFile>, i64, u64, usize, u64) -> Result<Vec<u8>, StorageError>,
+    ) -> Result<Located, StorageError> {
+        let version = self.segments_version.get();
         let (mut file, mut path, mut pos, mut seg_base, mut size) = {
             let st = self.state.borrow();
             let found = st.segments.range(..=offset).next_back();
             let Some((_, seg)) = found.or_else(|| st.segments.iter().next()) else {
-                return Ok(Fetched::Memory(Bytes::new()));
+                return Ok(Located::Nothing);
             };
             let rel = (offset - seg.base_offset).max(0) as u32;
             (
@@ -1026,16 +1159,11 @@ impl PartitionLog {
                 Some((seg, _)) if seg > seg_base && whole_segment_below() => size,
                 // The bound lies in an earlier segment (replaced by the cleaner) or its place
                 // is unknown: read it into memory, batch by batch.
-                _ => {
-                    return self
-                        .read(offset, max_bytes, bound)
-                        .await
-                        .map(Fetched::Memory)
-                }
+                _ => return Ok(Located::Unbounded),
             };
             if pos >= limit {
                 if self.segments_version.get() != version {
-                    return Box::pin(self.read_slice(offset, max_bytes, bound)).await;
+                    return Box::pin(self.locate(offset, bound, header)).await;
                 }
                 let st = self.state.borrow();
                 match st.segments.range(seg_base + 1..).next() {
@@ -1051,32 +1179,52 @@ impl PartitionLog {
                         pos = 0;
                         continue;
                     }
-                    _ => return Ok(Fetched::Memory(Bytes::new())),
+                    _ => return Ok(Located::Nothing),
                 }
             }
             // Walk batch headers from the index entry to the batch holding `offset`.
             let want = record::HEADER_LEN.min((limit - pos) as usize);
-            let header = file.read_at(pos, want).await.map_err(StorageError::io)?;
-            let header: &[u8] = &header;
-            let len = match record::framed_len(header) {
-                Some(len) if header.len() == record::HEADER_LEN => len,
-                _ => return Ok(Fetched::Memory(Bytes::new())),
+            let bytes = header(&file, seg_base, pos, want, size).await?;
+            let len = match record::framed_len(&bytes) {
+                Some(len) if bytes.len() == record::HEADER_LEN => len,
+                _ => return Ok(Located::Nothing),
             };
-            let view = BatchView { bytes: header };
+            let view = BatchView { bytes: &bytes };
             if view.next_offset() <= offset {
                 pos += len as u64;
                 continue;
             }
-            let first_batch_len = len;
-            let len = (limit - pos).min(max_bytes.max(len) as u64) as usize;
-            return Ok(Fetched::File(FileSlice {
-                file: self.sendfile_source(seg_base, &file).await?,
+            return Ok(Located::At(SegmentPlace {
+                segment: seg_base,
+                file,
                 path,
-                position: pos,
-                len,
-                first_batch_len,
+                pos,
+                limit,
+                written: size,
+                first_batch_len: len,
             }));
         }
+    }
+
+    /// Releases the read-ahead of readers idle for `shardlog.read.ahead.idle.ms`; returns the
+    /// bytes released.
+    pub fn release_idle_read_ahead(&self, now: std::time::Instant) -> usize {
+        self.read_ahead.release_idle(now)
+    }
+
+    /// Bytes held read ahead for this partition's readers.
+    pub fn read_ahead_bytes(&self) -> usize {
+        self.read_ahead.held()
+    }
+
+    /// Drops read-ahead of segments that are gone or were replaced.
+    fn prune_read_ahead(&self) {
+        let st = self.state.borrow();
+        self.read_ahead.retain_segments(|base, file| {
+            st.segments
+                .get(&base)
+                .is_some_and(|s| Rc::ptr_eq(&s.file, file))
+        });
     }
 
     /// The segment's file opened for buffered reads, opened once and kept with the segment.
@@ -1220,6 +1368,7 @@ impl PartitionLog {
                 .collect();
             bases.iter().filter_map(|b| st.segments.remove(b)).collect()
         };
+        self.prune_read_ahead();
         for seg in doomed {
             remove_segment_files(&self.dir, seg.base_offset).await;
         }
@@ -1428,6 +1577,7 @@ impl PartitionLog {
             }
         }
         self.segments_version.set(self.segments_version.get() + 1);
+        self.prune_read_ahead();
         let marker = self.dir.join(CLEANER_SWAP_FILE);
         blocking(move || std::fs::remove_file(marker)).await?;
         Ok(true)
@@ -1527,12 +1677,15 @@ async fn first_at_or_after(batch: &[u8], ts: i64, log_start: i64) -> Option<(i64
         .find(|&(o, t)| t >= ts && o >= log_start)
 }
 
-fn read_hot(hot: &VecDeque<HotChunk>, offset: i64, max_bytes: usize, bound: i64) -> Bytes {
+/// Whole batches of the hot tail from the one holding `offset`, below `bound`, at most
+/// `max_bytes` (but at least one batch), as pieces of the written buffers.
+fn read_hot(hot: &VecDeque<HotChunk>, offset: i64, max_bytes: usize, bound: i64) -> Chain {
     let i = hot.partition_point(|c| c.next_offset <= offset);
-    let mut out = BytesMut::new();
+    let mut out = Chain::default();
     for c in hot.iter().skip(i) {
         let bytes = &c.buf.as_bytes()[c.start..c.end];
-        let mut at = 0;
+        let (mut at, mut from) = (0, None);
+        let mut full = false;
         while let Some(len) = record::framed_len(&bytes[at..]) {
             if at + len > bytes.len() {
                 break;
@@ -1541,18 +1694,34 @@ fn read_hot(hot: &VecDeque<HotChunk>, offset: i64, max_bytes: usize, bound: i64)
                 bytes: &bytes[at..at + len],
             };
             if view.base_offset() >= bound {
-                return out.freeze();
+                full = true;
+                break;
             }
             if view.next_offset() > offset {
-                if !out.is_empty() && out.len() + len > max_bytes {
-                    return out.freeze();
+                let taken = out.len + from.map_or(0, |f| at - f);
+                if taken > 0 && taken + len > max_bytes {
+                    full = true;
+                    break;
                 }
-                out.extend_from_slice(view.bytes);
+                if out.len == 0 && from.is_none() {
+                    out.first_batch_len = len;
+                }
+                from.get_or_insert(at);
             }
             at += len;
         }
+        if let Some(f) = from {
+            out.push(Piece::Written {
+                buf: Rc::clone(&c.buf),
+                start: c.start + f,
+                end: c.start + at,
+            });
+        }
+        if full {
+            break;
+        }
     }
-    out.freeze()
+    out
 }
 
 /// True if the file holds only zero bytes from `from` on (O_DIRECT padding, not damage).

@@ -9,9 +9,11 @@
 //! The broker writes `.clean-shutdown` beside the partition directories after a clean stop and
 //! removes it at start; without it, logs are scanned and repaired from their recovery points.
 
+pub mod chain;
 pub mod cleaner;
 pub mod index;
 pub mod log;
+pub mod read_ahead;
 pub mod segment;
 pub mod txn_index;
 

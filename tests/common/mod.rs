@@ -422,6 +422,14 @@ impl Broker {
         }
     }
 
+    /// Everything this broker wrote to stderr so far ("" when it is inherited).
+    pub fn stderr_text(&self) -> String {
+        self.stderr_path
+            .as_ref()
+            .and_then(|p| fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
     /// The last lines of this broker's stderr, formatted for appending to a panic message.
     pub fn stderr_tail(&self) -> String {
         match &self.stderr_path {
