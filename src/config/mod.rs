@@ -92,6 +92,7 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("shardlog.read.ahead.bytes", "33554432"),
     ("shardlog.read.ahead.shard.bytes", "268435456"),
     ("shardlog.read.ahead.idle.ms", "10000"),
+    ("shardlog.spin.before.park.us", "0"),
     ("shardlog.log.durability", "sync"),
     ("shardlog.io.memory.bytes", "134217728"),
 ];
@@ -140,6 +141,8 @@ pub struct BrokerConfig {
     pub read_ahead_bytes: usize,
     pub read_ahead_shard_bytes: usize,
     pub read_ahead_idle_ms: u64,
+    /// How long an idle shard polls for work before it sleeps (0: it sleeps at once).
+    pub spin_before_park_us: u64,
     /// `shardlog.log.durability`: what the high watermark waits for (fdatasync or the write).
     pub durability: crate::partition::Durability,
     /// `transaction.max.timeout.ms` and `transactional.id.expiration.ms`.
@@ -391,6 +394,7 @@ impl BrokerConfig {
             read_ahead_bytes: num("shardlog.read.ahead.bytes")?.max(0) as usize,
             read_ahead_shard_bytes: num("shardlog.read.ahead.shard.bytes")?.max(0) as usize,
             read_ahead_idle_ms: positive("shardlog.read.ahead.idle.ms")? as u64,
+            spin_before_park_us: num("shardlog.spin.before.park.us")?.max(0) as u64,
             txn_config: crate::txn::state::TxnConfig {
                 max_timeout_ms: positive("transaction.max.timeout.ms")?.min(i32::MAX as i64) as i32,
                 id_expiration_ms: positive("transactional.id.expiration.ms")?,

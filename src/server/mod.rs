@@ -184,9 +184,14 @@ pub fn run(config: BrokerConfig, cores: usize) -> anyhow::Result<()> {
             Arc::clone(&lifecycle),
             events.clone(),
         );
-        let handle = LocalExecutorBuilder::new(placement)
+        let mut builder = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
-            .io_memory(config.io_memory_bytes)
+            .io_memory(config.io_memory_bytes);
+        if config.spin_before_park_us > 0 {
+            builder = builder
+                .spin_before_park(std::time::Duration::from_micros(config.spin_before_park_us));
+        }
+        let handle = builder
             .spawn(move || async move {
                 let _notice = ExitNotice {
                     id,

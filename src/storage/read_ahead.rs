@@ -28,7 +28,8 @@ use super::chain::{Chain, Piece, ReadSlot};
 pub const CHUNK_BYTES: u64 = 1 << 20;
 /// A stream reads at least this far ahead of what was asked for (and at least as far again as
 /// was asked for), within the limits, so that several chunks are in flight while the previous
-/// response is on its way.
+/// response is on its way. Reads ahead start only once the reads the request waits for are
+/// done, so they never hold up a response (of this or another partition of the same Fetch).
 const AHEAD_BYTES: u64 = 4 * CHUNK_BYTES;
 /// Streams kept per partition; the least recently used goes when another starts.
 const MAX_STREAMS: usize = 8;
@@ -171,6 +172,7 @@ impl ReadAhead {
         // What it must read now, then what it may read ahead (at least one more response of
         // this size), while the partition and the shard have room.
         let ahead_end = written.min(want_end + (want_end - pos).max(AHEAD_BYTES));
+        let mut gate: Option<Rc<ReadSlot>> = None;
         loop {
             let next = streams[i].next;
             if next >= want_end.max(ahead_end) {
@@ -198,9 +200,17 @@ impl ReadAhead {
                 if mine + others + chunk > room || held + chunk > shard_room {
                     break;
                 }
+                if gate.is_none() {
+                    gate = streams[i]
+                        .chunks
+                        .iter()
+                        .rev()
+                        .find(|c| c.pos < want_end)
+                        .map(|c| Rc::clone(&c.slot));
+                }
             }
             let end = written.min((next / CHUNK_BYTES + 1) * CHUNK_BYTES);
-            let slot = self.start_read(file, next, (end - next) as usize);
+            let slot = self.start_read(file, next, (end - next) as usize, gate.clone());
             let s = &mut streams[i];
             s.chunks.push_back(Chunk {
                 pos: next,
@@ -217,10 +227,20 @@ impl ReadAhead {
             .collect()
     }
 
-    fn start_read(&self, file: &Rc<DmaFile>, pos: u64, len: usize) -> Rc<ReadSlot> {
+    /// Starts reading a chunk, once the read `after` (if any) is done.
+    fn start_read(
+        &self,
+        file: &Rc<DmaFile>,
+        pos: u64,
+        len: usize,
+        after: Option<Rc<ReadSlot>>,
+    ) -> Rc<ReadSlot> {
         let slot = ReadSlot::new(len, &self.settings.shard_held);
         let (file, filled) = (Rc::clone(file), Rc::clone(&slot));
         glommio::spawn_local(async move {
+            if let Some(first) = after {
+                let _ = first.wait().await;
+            }
             let r = file.read_at(pos, len).await.map_err(|e| e.to_string());
             filled.fill(r);
         })
