@@ -8,13 +8,13 @@
 #
 #   perf/tail.sh     env: ROUNDS (3), SECONDS_PER_RUN (10), OUT (target/perf-tail),
 #                    CONFIGS ("default"; each a name, or name:key=value,key=value of broker
-#                    settings), BROKER_BIN (another broker binary)
+#                    settings), BROKER_BIN (another broker binary), RATE (records/s, 100000)
 source "$(dirname "$0")/lib.sh"
 rounds="${ROUNDS:-3}"
 secs="${SECONDS_PER_RUN:-10}"
 out="${OUT:-$PWD/target/perf-tail}"
 mkdir -p "$out"
-rate=100000
+rate="${RATE:-100000}"
 
 if command -v fio >/dev/null; then
   fio --name=floor --directory="$work" --rw=write --bs=16k --size=1G --direct=1 \
