@@ -110,8 +110,20 @@ impl Framer {
             match b {
                 Beside::File(f) => self.parts.push(Part::File(f.clone())),
                 Beside::Buffers(c) => {
+                    // Small pieces of written buffers (the hot tail holds one per write
+                    // round) are copied into the framing: one send instead of many.
                     for p in &c.pieces {
-                        self.parts.push(Part::Buffer(p.clone()));
+                        match p {
+                            Piece::Written { buf, start, end }
+                                if end - start < SEPARATE_PART_BYTES =>
+                            {
+                                self.buf.put_slice(&buf.as_bytes()[*start..*end]);
+                            }
+                            _ => {
+                                self.flush();
+                                self.parts.push(Part::Buffer(p.clone()));
+                            }
+                        }
                     }
                 }
             }

@@ -66,6 +66,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
     set_send_timeout(&stream);
+    // A client that takes nothing for this long has its connection closed, so no response
+    // (and the buffers it holds) waits on it forever.
+    let _ = stream.set_write_timeout(Some(SENDFILE_STALL));
     let stream = SharedStream(Rc::new(RefCell::new(stream)));
     let (tx, rx) =
         local_channel::new_bounded::<Pending>(shard.config.connection_max_inflight_requests);
@@ -188,7 +191,7 @@ async fn write_parts(stream: &mut SharedStream, parts: Vec<Part>) -> std::io::Re
 const SENDFILE_STEP: usize = 4 << 20;
 /// How long one `sendfile` waits for room in the socket buffer (`SO_SNDTIMEO`).
 const SENDFILE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
-/// A client that takes nothing for this long has its connection closed.
+/// A client that takes nothing for this long has its connection closed (sendfile and writes).
 const SENDFILE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Sends a file range to the socket with `sendfile(2)`: the kernel moves the bytes from the
