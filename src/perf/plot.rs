@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
+use super::tune_report::escape;
+
 /// One distribution: (percentile in %, latency in ms) points, rising.
 pub struct Series {
     pub name: String,
@@ -187,13 +189,6 @@ pub fn svg(title: &str, series: &[Series]) -> String {
     }
     s.push_str("</svg>\n");
     s
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

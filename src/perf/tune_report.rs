@@ -288,7 +288,7 @@ impl LinearAxis {
 }
 
 /// Escapes the XML special characters of text placed in the document.
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -1212,11 +1212,6 @@ impl PartitionLog {
         self.read_ahead.release_idle(now)
     }
 
-    /// Bytes held read ahead for this partition's readers.
-    pub fn read_ahead_bytes(&self) -> usize {
-        self.read_ahead.held()
-    }
-
     /// Drops read-ahead of segments that are gone or were replaced.
     fn prune_read_ahead(&self) {
         let st = self.state.borrow();
