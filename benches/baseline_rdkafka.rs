@@ -84,6 +84,7 @@ fn produce(bootstrap: &str, topic: &str, n: usize) -> f64 {
         idempotence: false,
         transaction_records: None,
         progress: Default::default(),
+        busy_poll: true,
     };
     let stats = rdkafka_load::produce(&cfg).expect("produce through librdkafka");
     assert_eq!((stats.messages, stats.errors), (n as u64, 0));

@@ -5,7 +5,8 @@
 //! `protocol` (API table, framing, error codes), `handlers` (one per Kafka API),
 //! `partition` (per-partition owner: log, producer state, offsets),
 //! `storage` (segments, indexes, recovery, retention), `record` (batch validation),
-//! `client` (the project's own Kafka client, used by the CLI), `alloc` (allocation guard).
+//! `client` (the project's own Kafka client, used by the CLI), `alloc` (allocation guard),
+//! `timing` (where a Produce request waits, per shard).
 
 pub mod alloc;
 pub mod client;
@@ -20,5 +21,6 @@ pub mod record;
 pub mod server;
 pub mod shard;
 pub mod storage;
+pub mod timing;
 pub mod tools;
 pub mod txn;

@@ -1,6 +1,7 @@
 //! `shardlog perf produce | consume | e2e` against a real broker: counts add up, keyed and sticky
 //! partitioning both spread records, the open-loop schedule holds the requested rate, and the
-//! JSON report carries the figures.
+//! JSON report carries the figures. The broker's own account of where Produce requests waited
+//! (`shardlog.latency.report.ms`) and `perf jitter`, the machine's scheduling floor.
 
 mod common;
 
@@ -119,4 +120,87 @@ fn produce_then_consume_reports_what_happened() {
         "sticky partitioning moves on after batch.size bytes"
     );
     broker.terminate();
+}
+
+#[test]
+fn the_broker_reports_where_produce_requests_waited() {
+    let mut broker = Broker::start(
+        &[
+            ("shardlog.latency.report.ms", "200"),
+            ("shardlog.stall.detection.ms", "50"),
+        ],
+        1,
+    );
+    let b = broker.bootstrap();
+    // As fast as it goes, sleeping between sends: every record is due when it is made, so
+    // the median latency is a request's, not a share of the run.
+    let fast = perf(&[
+        "produce",
+        "--bootstrap-server",
+        &b,
+        "--topic",
+        "perf-timing",
+        "--num-records",
+        "20000",
+        "--record-size",
+        "500",
+        "--sleep",
+        "--json",
+        "--producer-props",
+        "acks=1",
+    ]);
+    assert_eq!(field(&fast, "messages"), 20000.0, "{fast}");
+    let run_ms = field(&fast, "seconds") * 1000.0;
+    assert!(
+        field(&fast, "p50") < run_ms / 4.0,
+        "at the maximum rate a record's latency is not a share of the run: {fast}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let line = loop {
+        let text = broker.stderr_text();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains("produce path (ms): read n="))
+        {
+            break line.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no produce-path report in: {}",
+            broker.stderr_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // Every stage of an acks=1 append under the default flush rule (fdatasync) shows up.
+    for stage in [
+        "read n=",
+        "request n=",
+        "queue n=",
+        "write n=",
+        "sync n=",
+        "send n=",
+    ] {
+        assert!(line.contains(stage), "no {stage} in {line}");
+    }
+    assert!(line.contains("p99.9="), "{line}");
+    broker.terminate();
+}
+
+#[test]
+fn jitter_reports_each_cpu_and_refuses_a_bad_duration() {
+    let out = perf(&["jitter", "--cpus", "0", "--seconds", "0.2", "--json"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let lost = field(&out, "lost_pct");
+    assert!((0.0..100.0).contains(&lost), "{out}");
+    assert!(field(&out, "max_ms") >= 0.0, "{out}");
+    let bad = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["perf", "jitter", "--seconds", "0"])
+        .output()
+        .expect("run perf jitter");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--seconds must be"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }

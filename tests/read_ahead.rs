@@ -208,7 +208,7 @@ fn compaction_replacing_segments_under_a_reader_serves_no_stale_data() {
             ("cleanup.policy", "compact"),
             ("min.cleanable.dirty.ratio", "0.01"),
             // Nothing is compacted until the reader is well on its way.
-            ("min.compaction.lag.ms", "5000"),
+            ("min.compaction.lag.ms", "12000"),
         ],
     );
     // 300 keys: after compaction only the last 300 records (and the active segment) remain.

@@ -93,6 +93,8 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("shardlog.read.ahead.shard.bytes", "268435456"),
     ("shardlog.read.ahead.idle.ms", "10000"),
     ("shardlog.spin.before.park.us", "0"),
+    ("shardlog.stall.detection.ms", "0"),
+    ("shardlog.latency.report.ms", "0"),
     ("shardlog.log.durability", "sync"),
     ("shardlog.io.memory.bytes", "134217728"),
 ];
@@ -143,6 +145,11 @@ pub struct BrokerConfig {
     pub read_ahead_idle_ms: u64,
     /// How long an idle shard polls for work before it sleeps (0: it sleeps at once).
     pub spin_before_park_us: u64,
+    /// A task that runs this much past its budget without yielding is logged with its
+    /// backtrace (glommio's stall detector; 0: off).
+    pub stall_detection_ms: u64,
+    /// Each shard logs where Produce requests waited this often (`timing`; 0: off).
+    pub latency_report_ms: u64,
     /// `shardlog.log.durability`: what the high watermark waits for (fdatasync or the write).
     pub durability: crate::partition::Durability,
     /// `transaction.max.timeout.ms` and `transactional.id.expiration.ms`.
@@ -395,6 +402,8 @@ impl BrokerConfig {
             read_ahead_shard_bytes: num("shardlog.read.ahead.shard.bytes")?.max(0) as usize,
             read_ahead_idle_ms: positive("shardlog.read.ahead.idle.ms")? as u64,
             spin_before_park_us: num("shardlog.spin.before.park.us")?.max(0) as u64,
+            stall_detection_ms: num("shardlog.stall.detection.ms")?.max(0) as u64,
+            latency_report_ms: num("shardlog.latency.report.ms")?.max(0) as u64,
             txn_config: crate::txn::state::TxnConfig {
                 max_timeout_ms: positive("transaction.max.timeout.ms")?.min(i32::MAX as i64) as i32,
                 id_expiration_ms: positive("transactional.id.expiration.ms")?,

@@ -154,6 +154,8 @@ struct Pending {
     bytes: usize,
     acks: Acks,
     reply: Reply,
+    /// When it was queued (`timing` on), for the time it waits for its round.
+    queued: Option<std::time::Instant>,
 }
 
 /// A place in a partition's arrival order. Dropping one unused gives up its place.
@@ -471,6 +473,7 @@ impl Partition {
             bytes,
             acks,
             reply: tx,
+            queued: crate::timing::start(),
         });
         self.queued_bytes.set(self.queued_bytes.get() + bytes);
         ticket.used = true;
@@ -554,6 +557,9 @@ impl Partition {
     /// One round: check every append against the producer state, write the accepted ones
     /// together, then apply their state changes and answer.
     async fn write_round(&self, round: Vec<Pending>) {
+        for p in &round {
+            crate::timing::record(crate::timing::Stage::Queue, p.queued);
+        }
         let start = self.log.log_end_offset();
         let mut draft = Draft::default();
         let mut next = start;

@@ -42,6 +42,11 @@ pub struct Target {
     /// PREFIX.<what>.hgrm for each (HdrHistogram's text format; `perf plot` lays runs together).
     #[arg(long = "latency-plot", value_name = "PREFIX")]
     pub latency_plot: Option<std::path::PathBuf>,
+    /// The producer sleeps in ppoll(2) between sends instead of spinning on its socket: its
+    /// CPU idles, but a sleeping thread (on a VM, a halted vCPU) can wake late, and that
+    /// shows up as latency. `perf e2e` always sleeps (its consumer shares the CPUs).
+    #[arg(long)]
+    pub sleep: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +87,18 @@ pub enum PerfCommand {
     /// Consumer-group timings with librdkafka: first assignment, N members joining, one more
     /// member joining and leaving a stable group.
     Rebalance(super::rebalance::RebalanceArgs),
+    /// The machine's scheduling floor: spins on each CPU and reports the gaps in which it did
+    /// not run, and the delay they cause to work due at a random instant.
+    Jitter {
+        /// CPUs to measure at once, e.g. "0,1" (default: every CPU this process may use).
+        #[arg(long, value_delimiter = ',')]
+        cpus: Vec<usize>,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Print one JSON object per CPU.
+        #[arg(long)]
+        json: bool,
+    },
     /// Draws the `.hgrm` latency distributions of several runs into one SVG percentile plot.
     Plot {
         /// The SVG to write.
@@ -266,6 +283,7 @@ pub fn produce_config(
         idempotence: false,
         transaction_records: None,
         progress: Default::default(),
+        busy_poll: !target.sleep,
     }
 }
 
@@ -329,6 +347,29 @@ fn report(stats: &Stats, what: &str, json: bool) {
 pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
     match cmd {
         PerfCommand::Rebalance(args) => super::rebalance::run(args),
+        PerfCommand::Jitter {
+            cpus,
+            seconds,
+            json,
+        } => {
+            let cpus = if cpus.is_empty() {
+                core_affinity::get_core_ids()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| c.id)
+                    .collect()
+            } else {
+                cpus
+            };
+            if !(seconds > 0.0 && seconds <= 3600.0) {
+                anyhow::bail!("--seconds must be between 0 and 3600, got {seconds}");
+            }
+            for gaps in super::jitter::measure(&cpus, std::time::Duration::from_secs_f64(seconds))?
+            {
+                println!("{}", if json { gaps.json() } else { gaps.text() });
+            }
+            Ok(())
+        }
         PerfCommand::Plot { out, title, runs } => {
             let mut series = Vec::new();
             for path in &runs {
@@ -375,6 +416,9 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
             });
             let cfg = ProduceConfig {
                 stamp_due: true,
+                // The tailing consumer shares the tool's CPUs: a spinning producer would keep
+                // it from running when its records arrive.
+                busy_poll: false,
                 ..produce_config(
                     &target,
                     partitions,

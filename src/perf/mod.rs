@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod consumer;
+pub mod jitter;
 pub mod plot;
 pub mod producer;
 pub mod progress;

@@ -53,6 +53,9 @@ pub struct ProduceConfig {
     pub transaction_records: Option<u64>,
     /// Acknowledged records, for the live progress line.
     pub progress: Progress,
+    /// Spin on the socket between sends instead of sleeping in ppoll(2): a sleeping thread
+    /// (on a VM, a halted vCPU) can wake late, and that would show up as latency.
+    pub busy_poll: bool,
 }
 
 /// The most a record adds to a batch beyond its key and value: its length, attributes,
@@ -66,6 +69,23 @@ impl ProduceConfig {
         let key = if self.keyed { 20 } else { 0 };
         crate::record::HEADER_LEN + batch.size() + RECORD_OVERHEAD + key + self.record_size
             > self.batch_size
+    }
+
+    /// Records that can be added, to whichever partition, before one of them can fill its
+    /// batch (each counted at its largest): until then nothing is sent but what lingered.
+    fn records_that_fit(&self, open: &[Option<PartitionBatch>]) -> u64 {
+        let key = if self.keyed { 20 } else { 0 };
+        let per = RECORD_OVERHEAD + key + self.record_size;
+        let room = |used: usize| {
+            let left = self
+                .batch_size
+                .saturating_sub(crate::record::HEADER_LEN + used + per);
+            (left / per) as u64
+        };
+        open.iter()
+            .map(|b| room(b.as_ref().map_or(0, |b| b.builder.size())))
+            .min()
+            .unwrap_or(0)
     }
 
     /// Producer `index`'s share: how many records it sends, and on what schedule.
@@ -121,7 +141,11 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
     pin_to(&cfg.cpus, index);
     let (mine, schedule) = cfg.share(index, start);
     let mut stream = Client::connect(&cfg.bootstrap)?.into_stream();
+    // Sleeps end when asked, not up to 50 us later (the default timer slack).
+    // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
     let mut acks = Acks {
+        busy_poll: cfg.busy_poll,
         stream: stream.try_clone()?,
         buf: BytesMut::new(),
         inflight: VecDeque::new(),
@@ -178,45 +202,69 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
         acks.inflight.push_back(InFlight { due });
         Ok(())
     };
-    for i in 0..mine {
+    let mut i = 0;
+    while i < mine {
+        // Add every record due by now, each stamped with its own due time; a full batch
+        // goes at once.
         let now = Instant::now();
-        let due = schedule.due(i, now);
-        if due > now {
-            // Ahead of schedule: send what lingered long enough, then wait for the due time.
-            send(&mut open, &mut acks, true, now)?;
-            let wake = open
-                .iter()
-                .flatten()
-                .map(|b| b.opened + cfg.linger)
-                .min()
-                .unwrap_or(due)
-                .min(due);
-            acks.wait_until(wake)?;
-            send(&mut open, &mut acks, true, Instant::now())?;
-            acks.wait_until(due)?;
+        while i < mine {
+            // Without a rate each record is due as it is made.
+            let due = if schedule.is_open_loop() {
+                schedule.due(i, now)
+            } else {
+                Instant::now()
+            };
+            if due > now && schedule.is_open_loop() {
+                break;
+            }
+            let key = cfg.keyed.then(|| (index as u64 * mine + i).to_string());
+            let partition = match &key {
+                Some(k) => partition_for_key(k.as_bytes(), cfg.partitions),
+                None => sticky.next(cfg.record_size),
+            };
+            let batch = open[partition].get_or_insert_with(|| PartitionBatch {
+                builder: BatchBuilder::with_capacity(
+                    now_ms(),
+                    cfg.batch_size + cfg.record_size + 64,
+                ),
+                due: Vec::new(),
+                opened: due,
+            });
+            if stamp {
+                let due_ns = wall_start + due.saturating_duration_since(start).as_nanos() as u64;
+                value[..8].copy_from_slice(&due_ns.to_be_bytes());
+            }
+            batch
+                .builder
+                .push(now_ms(), key.as_deref().map(str::as_bytes), &value);
+            batch.due.push(due);
+            if cfg.batch_full(&batch.builder) {
+                send(&mut open, &mut acks, true, Instant::now())?;
+            }
+            i += 1;
+            if i % 64 == 0 {
+                // Behind schedule: batches that lingered long enough go too.
+                send(&mut open, &mut acks, true, Instant::now())?;
+            }
         }
-        let key = cfg.keyed.then(|| (index as u64 * mine + i).to_string());
-        let partition = match &key {
-            Some(k) => partition_for_key(k.as_bytes(), cfg.partitions),
-            None => sticky.next(cfg.record_size),
-        };
-        let batch = open[partition].get_or_insert_with(|| PartitionBatch {
-            builder: BatchBuilder::with_capacity(now_ms(), cfg.batch_size + cfg.record_size + 64),
-            due: Vec::new(),
-            opened: due,
-        });
-        if stamp {
-            let due_ns = wall_start + due.saturating_duration_since(start).as_nanos() as u64;
-            value[..8].copy_from_slice(&due_ns.to_be_bytes());
+        send(&mut open, &mut acks, true, Instant::now())?;
+        if i == mine {
+            break;
         }
-        batch
-            .builder
-            .push(now_ms(), key.as_deref().map(str::as_bytes), &value);
-        batch.due.push(due);
-        // A full batch goes at once; every 64 records, so do batches that lingered long enough.
-        if cfg.batch_full(&batch.builder) || i % 64 == 63 {
-            send(&mut open, &mut acks, true, Instant::now())?;
-        }
+        // Sleep (reading answers) until something must be sent: a batch lingered long enough,
+        // the next record opens a batch that will, or a record may fill a batch. Records due
+        // before then change nothing on the wire, so they are added together on waking.
+        let now = Instant::now();
+        let next = schedule.due(i, now);
+        let fills = schedule.due(i + cfg.records_that_fit(&open), now);
+        let wake = open
+            .iter()
+            .flatten()
+            .map(|b| b.opened + cfg.linger)
+            .chain([next + cfg.linger, fills])
+            .min()
+            .unwrap_or(next);
+        acks.wait_until(wake)?;
     }
     send(&mut open, &mut acks, false, Instant::now())?;
     acks.wait_for_room(1)?;
@@ -227,10 +275,11 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
 }
 
 /// The answers side of one producer connection: the requests on the wire in order, and the
-/// bytes of answers read so far. The producer thread itself reads them, without blocking
-/// (`MSG_DONTWAIT`), whenever it waits: a second thread on the tool's core would have to wait
-/// for the scheduler when an answer arrives, and that wait would show up as broker latency.
+/// bytes of answers read so far. The producer thread itself reads them (`MSG_DONTWAIT`)
+/// whenever it waits, spinning on the socket until an answer or its next send (or sleeping in
+/// ppoll(2), without `busy_poll`): a second thread would add a wake-up to every answer.
 struct Acks {
+    busy_poll: bool,
     stream: TcpStream,
     buf: BytesMut,
     inflight: VecDeque<InFlight>,
@@ -317,21 +366,15 @@ impl Acks {
         self.progress.add(n);
     }
 
-    /// Reads answers until `t`. With nothing on the wire and `t` far off it sleeps first (no
-    /// answer can be timed late); otherwise it spins on the socket.
+    /// Reads answers until `t`.
     fn wait_until(&mut self, t: Instant) -> anyhow::Result<()> {
-        const SPIN: Duration = Duration::from_micros(200);
         loop {
             self.poll()?;
             let now = Instant::now();
             if now >= t {
                 return Ok(());
             }
-            if self.inflight.is_empty() && t > now + SPIN {
-                std::thread::sleep(t - now - SPIN);
-            } else {
-                std::hint::spin_loop();
-            }
+            self.idle(Some(t - now));
         }
     }
 
@@ -342,7 +385,41 @@ impl Acks {
             if self.inflight.len() < max {
                 return Ok(());
             }
-            std::hint::spin_loop();
+            self.idle(None);
         }
+    }
+
+    /// Waits up to `limit` (`None`: no limit) for an answer to arrive: ppoll(2) on the socket
+    /// while answers are due (else a plain sleep), or one spin with `busy_poll`.
+    fn idle(&self, limit: Option<Duration>) {
+        if self.busy_poll {
+            std::hint::spin_loop();
+            return;
+        }
+        let expecting = self.acks != 0 && !self.inflight.is_empty();
+        if !expecting && limit.is_none() {
+            return;
+        }
+        let mut fd = libc::pollfd {
+            fd: self.stream.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let timeout = limit.map(|d| libc::timespec {
+            tv_sec: d.as_secs() as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        });
+        let timeout_ptr = timeout
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: one valid pollfd (or none), a timespec that outlives the call, no sigmask.
+        unsafe {
+            libc::ppoll(
+                &mut fd,
+                libc::nfds_t::from(expecting),
+                timeout_ptr,
+                std::ptr::null(),
+            )
+        };
     }
 }

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -25,6 +26,7 @@ use crate::protocol::{self, Outcome};
 use crate::server::order::ConnectionOrder;
 use crate::shard::Shard;
 use crate::storage::log::FileSlice;
+use crate::timing::{self, Stage};
 
 /// A stream shared by the reader and writer tasks; glommio keeps separate read and write
 /// sources per socket, and a borrow lasts only for one poll.
@@ -57,7 +59,14 @@ impl AsyncWrite for SharedStream {
     }
 }
 
-type Pending = (glommio::task::JoinHandle<Outcome>, Option<StaticPermit>);
+/// A request in the connection's queue: its handler's task (which gives the outcome and, for
+/// a Produce request with `timing` on, when the response was ready), its share of the byte
+/// budget, and for a Produce request when its frame was read.
+struct Pending {
+    task: glommio::task::JoinHandle<(Outcome, Option<Instant>)>,
+    permit: Option<StaticPermit>,
+    produce_read: Option<Instant>,
+}
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream
@@ -103,6 +112,7 @@ async fn read_requests(
             Some(Ok(())) => {}
             Some(Err(_)) | None => return,
         }
+        let frame_started = timing::start();
         let n = i32::from_be_bytes(len);
         if n < 0 || n as usize > max {
             tracing::warn!(
@@ -121,6 +131,10 @@ async fn read_requests(
         }
         let body: Bytes = body.freeze();
         let is_produce = body.len() >= 2 && i16::from_be_bytes([body[0], body[1]]) == 0;
+        let produce_read = is_produce.then(timing::start).flatten();
+        if produce_read.is_some() {
+            timing::record(Stage::Read, frame_started);
+        }
         let turn = is_produce.then(|| order.take());
         let me = Rc::clone(shard);
         me.in_flight.set(me.in_flight.get() + 1);
@@ -128,10 +142,15 @@ async fn read_requests(
         let task = glommio::spawn_local(async move {
             let out = protocol::handle(&me, body, &peer, turn).await;
             me.in_flight.set(me.in_flight.get() - 1);
-            out
+            (out, produce_read.and(timing::start()))
         })
         .detach();
-        if tx.send((task, permit)).await.is_err() {
+        let pending = Pending {
+            task,
+            permit,
+            produce_read,
+        };
+        if tx.send(pending).await.is_err() {
             return;
         }
     }
@@ -142,20 +161,27 @@ async fn write_responses(
     rx: local_channel::LocalReceiver<Pending>,
     peer: String,
 ) {
-    while let Some((task, permit)) = rx.recv().await {
-        let outcome = task.await;
-        drop(permit);
-        match outcome {
+    while let Some(pending) = rx.recv().await {
+        let outcome = pending.task.await;
+        drop(pending.permit);
+        let ready = outcome.as_ref().and_then(|(_, ready)| *ready);
+        let sent = || {
+            timing::record(Stage::Send, ready);
+            timing::record(Stage::Request, pending.produce_read);
+        };
+        match outcome.map(|(outcome, _)| outcome) {
             Some(Outcome::Respond(frame)) => {
                 if stream.write_all(&frame).await.is_err() {
                     break;
                 }
+                sent();
             }
             Some(Outcome::RespondParts(parts)) => {
                 if let Err(e) = write_parts(&mut stream, parts).await {
                     tracing::debug!("closing connection from {peer}: {e}");
                     break;
                 }
+                sent();
             }
             Some(Outcome::NoResponse) => {}
             Some(Outcome::Close(why)) => {

@@ -48,6 +48,24 @@ impl Drop for ExitNotice {
     }
 }
 
+/// Flags a task that runs `threshold` past its budget without yielding
+/// (`shardlog.stall.detection.ms`): glommio's detector logs a warning with the task queue, the
+/// overrun and a backtrace (its `log` record reaches the broker's log through tracing).
+#[derive(Debug)]
+struct StallThreshold {
+    threshold: Duration,
+}
+
+impl glommio::StallDetectionHandler for StallThreshold {
+    fn threshold(
+        &self,
+        _queue: glommio::TaskQueueHandle,
+        _max_expected_runtime: Duration,
+    ) -> Option<Duration> {
+        Some(self.threshold)
+    }
+}
+
 /// The CPUs this process may run on.
 fn allowed_cpus() -> Vec<usize> {
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -191,6 +209,11 @@ pub fn run(config: BrokerConfig, cores: usize) -> anyhow::Result<()> {
             builder = builder
                 .spin_before_park(std::time::Duration::from_micros(config.spin_before_park_us));
         }
+        if config.stall_detection_ms > 0 {
+            builder = builder.detect_stalls(Some(Box::new(StallThreshold {
+                threshold: std::time::Duration::from_millis(config.stall_detection_ms),
+            })));
+        }
         let handle = builder
             .spawn(move || async move {
                 let _notice = ExitNotice {
@@ -328,6 +351,10 @@ async fn shard_main(
     glommio::spawn_local(Rc::clone(&shard).run_producer_expiry()).detach();
     glommio::spawn_local(Rc::clone(&shard).run_retention()).detach();
     glommio::spawn_local(Rc::clone(&shard).run_read_ahead_release()).detach();
+    if shard.config.latency_report_ms > 0 {
+        crate::timing::enable();
+        glommio::spawn_local(Rc::clone(&shard).run_latency_report()).detach();
+    }
     glommio::spawn_local(Rc::clone(&shard).run_cleaner()).detach();
     glommio::spawn_local({
         let (shard, lifecycle) = (Rc::clone(&shard), Arc::clone(&lifecycle));

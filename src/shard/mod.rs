@@ -794,6 +794,18 @@ impl Shard {
         }
     }
 
+    /// Logs where this shard's Produce requests waited, every `shardlog.latency.report.ms`.
+    pub async fn run_latency_report(self: Rc<Self>) {
+        let every = Duration::from_millis(self.config.latency_report_ms);
+        while !self.stopping.get() {
+            let listener = self.stop_event.listen();
+            futures_lite::future::or(listener, glommio::timer::sleep(every)).await;
+            if let Some(line) = crate::timing::take_summary() {
+                tracing::info!("shard {} produce path (ms): {line}", self.id);
+            }
+        }
+    }
+
     /// Periodic retention on this shard's partitions.
     pub async fn run_retention(self: Rc<Self>) {
         let every = Duration::from_millis(self.config.retention_check_interval_ms);

@@ -662,7 +662,9 @@ impl PartitionLog {
                 st.log_start_offset,
             )
         };
+        let began = crate::timing::start();
         let written = file.write_rc_at(Rc::clone(&buf), write_pos).await;
+        crate::timing::record(crate::timing::Stage::Write, began);
         match written {
             Ok(n) if n == buf.len() => {}
             Ok(n) => {
@@ -783,7 +785,9 @@ impl PartitionLog {
             (Rc::clone(&st.active().file), st.end())
         };
         self.sync_in_flight.set(true);
+        let began = crate::timing::start();
         let result = file.fdatasync().await;
+        crate::timing::record(crate::timing::Stage::Sync, began);
         self.sync_in_flight.set(false);
         self.sync_done.notify(usize::MAX);
         match result {
@@ -1083,6 +1087,19 @@ impl PartitionLog {
             Ok(plan) => plan,
             Err(instead) => return Ok(instead),
         };
+        let still_there = {
+            let st = self.state.borrow();
+            st.segments
+                .get(&at.segment)
+                .is_some_and(|s| Rc::ptr_eq(&s.file, &at.file))
+        };
+        if !still_there {
+            // Retention or the cleaner removed the segment while its headers were read: drop
+            // what the header reads started for it and look again (the offset may now be out
+            // of range, or in the replacement).
+            self.prune_read_ahead();
+            return Box::pin(self.read_buffered(offset, max_bytes, bound, now)).await;
+        }
         // The chunks may still be in flight: the connection's writer waits for them, so the
         // response starts leaving as soon as its first chunk is in.
         let mut chain = read_ahead.read(at.segment, &at.file, at.pos, len, at.written, now);
