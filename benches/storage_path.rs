@@ -53,6 +53,7 @@ async fn new_log(dir: &std::path::Path, topic: &str, hot_tail_bytes: usize) -> R
         write_buffer_bytes: MIB,
         hot_tail_bytes,
         max_pending_bytes: 32 * MIB,
+        preallocate_bytes: 0,
         read_ahead: shardlog::storage::read_ahead::ReadAheadSettings {
             partition_bytes: 16 * MIB,
             shard_bytes: 256 * MIB,

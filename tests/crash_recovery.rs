@@ -311,6 +311,50 @@ fn clean_restart_keeps_all_data() {
     broker.terminate();
 }
 
+/// With zeros written ahead of the log end (`shardlog.log.preallocate.bytes`) the active
+/// segment's file runs past its data while the broker runs. A SIGKILL leaves those zeros:
+/// recovery takes them for padding, everything acknowledged is read back and appends continue
+/// right after it. A clean stop trims the file to its batches.
+#[test]
+fn preallocated_zeros_survive_sigkill_and_go_on_clean_stop() {
+    const PARTITIONS: i32 = 2;
+    const N: usize = 4_000;
+    let topic = "prealloc";
+    let args = [("shardlog.log.preallocate.bytes", "4194304")];
+    let root = test_tempdir();
+    let mut broker = Broker::start_in(root.path(), &args, 1);
+    create_topic(&broker.bootstrap(), topic, PARTITIONS, &[]);
+    let mut cfg = producer_config(&broker.bootstrap());
+    cfg.set("acks", "-1")
+        .set("max.in.flight.requests.per.connection", "1");
+    let value_of = |i: usize| format!("prealloc-{i}-{}", "z".repeat(200));
+    produce_keyed(&cfg, topic, N, Some(PARTITIONS), value_of);
+    let segment = newest_segment(&broker.partition_dir(topic, 0));
+    let bytes = fs::read(&segment).expect("read the active segment");
+    let (batches, data_end) = parse_batches(&bytes);
+    assert!(!batches.is_empty() && batches.iter().all(|b| b.crc_ok));
+    assert!(
+        bytes.len() > data_end + (1 << 20) && bytes[data_end..].iter().all(|&b| b == 0),
+        "zeros run ahead of the data while the broker runs: file {}, data {data_end}",
+        bytes.len()
+    );
+
+    broker.crash_and_restart(&args, 1);
+    let bootstrap = broker.bootstrap();
+    wait_for_topic(&bootstrap, topic, PARTITIONS, Duration::from_secs(30));
+    let records = consume_all(&bootstrap, topic, PARTITIONS, N, Duration::from_secs(60));
+    let counts = check_sequenced(&records, N, PARTITIONS, "after a crash", value_of);
+    assert_eq!(counts.iter().sum::<usize>(), N);
+    let old_end: Vec<i64> = counts.iter().map(|&c| c as i64).collect();
+    append_and_check(&bootstrap, topic, PARTITIONS, &old_end, N);
+
+    broker.terminate();
+    let bytes = fs::read(&segment).expect("read the segment after a clean stop");
+    let (batches, data_end) = parse_batches(&bytes);
+    assert!(batches.iter().all(|b| b.crc_ok));
+    assert_eq!(bytes.len(), data_end, "a clean stop trims the zeros");
+}
+
 // ---------------------------------------------------------------------------------------------
 // (b) Corrupted / torn last batch
 // ---------------------------------------------------------------------------------------------

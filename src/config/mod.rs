@@ -96,6 +96,7 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("shardlog.stall.detection.ms", "0"),
     ("shardlog.latency.report.ms", "0"),
     ("shardlog.log.durability", "sync"),
+    ("shardlog.log.preallocate.bytes", "4194304"),
     ("shardlog.io.memory.bytes", "134217728"),
 ];
 
@@ -150,6 +151,8 @@ pub struct BrokerConfig {
     pub stall_detection_ms: u64,
     /// Each shard logs where Produce requests waited this often (`timing`; 0: off).
     pub latency_report_ms: u64,
+    /// Zeros written ahead of each active segment's end (0: none).
+    pub preallocate_bytes: u64,
     /// `shardlog.log.durability`: what the high watermark waits for (fdatasync or the write).
     pub durability: crate::partition::Durability,
     /// `transaction.max.timeout.ms` and `transactional.id.expiration.ms`.
@@ -404,6 +407,7 @@ impl BrokerConfig {
             spin_before_park_us: num("shardlog.spin.before.park.us")?.max(0) as u64,
             stall_detection_ms: num("shardlog.stall.detection.ms")?.max(0) as u64,
             latency_report_ms: num("shardlog.latency.report.ms")?.max(0) as u64,
+            preallocate_bytes: num("shardlog.log.preallocate.bytes")?.max(0) as u64,
             txn_config: crate::txn::state::TxnConfig {
                 max_timeout_ms: positive("transaction.max.timeout.ms")?.min(i32::MAX as i64) as i32,
                 id_expiration_ms: positive("transactional.id.expiration.ms")?,

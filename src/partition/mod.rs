@@ -504,6 +504,11 @@ impl Partition {
                     self.roll(now_ms()).await;
                     continue;
                 }
+                // Idle: the rest of the lead of zeros, a step at a time, looking at the queue
+                // between steps.
+                if self.log.zero_fill_step(true).await {
+                    continue;
+                }
                 let wake = self.appender_wake.listen();
                 if self.queue.borrow().is_empty()
                     && !self.closing.get()
@@ -513,6 +518,9 @@ impl Partition {
                 }
                 continue;
             }
+            // Zeros ahead of the log end first, one step at a time, so the round's write
+            // lands on written blocks (`shardlog.log.preallocate.bytes`).
+            self.log.zero_fill_step(false).await;
             let round = self.take_round();
             self.write_round(round).await;
         }

@@ -161,6 +161,7 @@ impl Shard {
             write_buffer_bytes: self.config.write_buffer_bytes,
             hot_tail_bytes: self.config.hot_tail_bytes,
             max_pending_bytes: self.config.partition_max_pending_bytes,
+            preallocate_bytes: self.config.preallocate_bytes,
             read_ahead: crate::storage::read_ahead::ReadAheadSettings {
                 partition_bytes: self.config.read_ahead_bytes,
                 shard_bytes: self.config.read_ahead_shard_bytes,

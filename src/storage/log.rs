@@ -33,6 +33,8 @@ use crate::config::LogConfig;
 use crate::record::{self, BatchView, ValidatedBatches};
 
 const BLOCK: u64 = 4096;
+/// The most zeros written ahead of the log end in one write.
+const ZERO_STEP: u64 = 256 << 10;
 const LOG_START_FILE: &str = "log-start-offset";
 const RECOVERY_POINT_FILE: &str = "recovery-point";
 /// The cleaner's progress: the first dirty offset and the earliest tombstone delete horizon.
@@ -102,6 +104,9 @@ pub struct LogSettings {
     pub hot_tail_bytes: usize,
     pub max_pending_bytes: usize,
     pub read_ahead: ReadAheadSettings,
+    /// Zeros written ahead of the active segment's end (`shardlog.log.preallocate.bytes`; 0:
+    /// none), so appends overwrite written blocks instead of extending the file.
+    pub preallocate_bytes: u64,
 }
 
 /// A place in the log: an offset that starts a batch (or the log end), the segment holding it
@@ -604,6 +609,62 @@ impl PartitionLog {
                 || relative_end > i32::MAX as i64)
     }
 
+    /// The zeros to write ahead of the active segment's end now, if any: where and how many
+    /// (`shardlog.log.preallocate.bytes` ahead, in steps of at most [`ZERO_STEP`], never past
+    /// `segment.bytes`, never over the partial tail block). Before a round only once half the
+    /// lead is used; when `idle`, up to the whole lead, but only for a segment written to since
+    /// it was opened (a partition nobody writes to gets no zeros).
+    fn zero_fill_plan(&self, idle: bool) -> Option<(Rc<DmaFile>, u64, usize)> {
+        let ahead = self.settings.preallocate_bytes;
+        if ahead == 0 || self.failed.get() || self.closing.get() {
+            return None;
+        }
+        let segment_bytes = self.config.borrow().segment_bytes;
+        let st = self.state.borrow();
+        let a = st.active();
+        let start = a.zeroed_to.max(a.size.div_ceil(BLOCK) * BLOCK);
+        let goal = (a.size + ahead).min(segment_bytes.div_ceil(BLOCK) * BLOCK);
+        let lagging = if idle {
+            a.zeroed_to > 0
+        } else {
+            start - a.size <= ahead / 2
+        };
+        if a.zero_fill_failed || start >= goal || !lagging {
+            return None;
+        }
+        let len = (goal - start).min(ZERO_STEP).div_ceil(BLOCK) * BLOCK;
+        Some((Rc::clone(&a.file), start, len as usize))
+    }
+
+    /// Writes the next step of zeros ahead of the active segment's end, if one is due (see
+    /// [`Self::zero_fill_plan`]); returns whether it wrote. Run by the appender between rounds
+    /// and while idle (nothing else writes the active file, so the zeros never meet data); a
+    /// failure only stops the filling, appends then extend the file as before.
+    pub async fn zero_fill_step(&self, idle: bool) -> bool {
+        let Some((file, start, len)) = self.zero_fill_plan(idle) else {
+            return false;
+        };
+        let mut buf = file.alloc_dma_buffer(len);
+        buf.as_bytes_mut().fill(0);
+        let written = file.write_rc_at(Rc::new(buf), start).await;
+        let mut st = self.state.borrow_mut();
+        let a = st.active_mut();
+        if !Rc::ptr_eq(&a.file, &file) {
+            return false;
+        }
+        match written {
+            Ok(n) if n == len => a.zeroed_to = a.zeroed_to.max(start + len as u64),
+            Ok(_) | Err(_) => {
+                tracing::warn!(
+                    "{}: cannot write zeros ahead of the log end; appends extend the file",
+                    a.path("log").display()
+                );
+                a.zero_fill_failed = true;
+            }
+        }
+        true
+    }
+
     /// Whether retention asked for the active segment to roll (the appender does it when idle).
     pub fn roll_requested(&self) -> bool {
         self.roll_requested.get() && self.state.borrow().active().size > 0
@@ -710,6 +771,7 @@ impl PartitionLog {
         // The buffer was written at the old 4 KiB boundary; the new tail starts at the new one.
         let aligned = new_size / BLOCK * BLOCK;
         let old_aligned = new_size - (lead + total) as u64;
+        active.zeroed_to = active.zeroed_to.max(old_aligned + buf.len() as u64);
         st.tail_block = bytes[(aligned - old_aligned) as usize..lead + total].to_vec();
         st.next_offset = next_offset;
         if self.settings.hot_tail_bytes > 0 {

@@ -45,6 +45,12 @@ pub struct Segment {
     /// Aborted transactions whose abort marker is in this segment.
     pub txn_index: TxnIndex,
     pub created_ms: i64,
+    /// The file is known to hold written zeros (or data) up to here, past `size`
+    /// (`shardlog.log.preallocate.bytes`): appends below it overwrite allocated, written
+    /// blocks, which the file system does in place, without an i_size or extent change.
+    pub zeroed_to: u64,
+    /// Writing zeros ahead failed for this segment (a full disk): appends extend the file.
+    pub zero_fill_failed: bool,
     bytes_since_index: u64,
     pub file: Rc<DmaFile>,
     pub dir: PathBuf,
@@ -108,6 +114,8 @@ impl Segment {
             txn_index: TxnIndex::default(),
             created_ms: now_ms,
             bytes_since_index: 0,
+            zeroed_to: 0,
+            zero_fill_failed: false,
             file,
             dir: dir.to_path_buf(),
             sendfile_source: None,
