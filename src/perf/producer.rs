@@ -209,12 +209,8 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
         let now = Instant::now();
         while i < mine {
             // Without a rate each record is due as it is made.
-            let due = if schedule.is_open_loop() {
-                schedule.due(i, now)
-            } else {
-                Instant::now()
-            };
-            if due > now && schedule.is_open_loop() {
+            let due = schedule.due(i, Instant::now());
+            if schedule.is_open_loop() && due > now {
                 break;
             }
             let key = cfg.keyed.then(|| (index as u64 * mine + i).to_string());
