@@ -355,6 +355,36 @@ fn preallocated_zeros_survive_sigkill_and_go_on_clean_stop() {
     assert_eq!(bytes.len(), data_end, "a clean stop trims the zeros");
 }
 
+/// A partition whose write rounds are large (here 512 KiB batches) is writing as fast as it can:
+/// it gets no zeros ahead of its end, which would double the bytes each fdatasync flushes. Its
+/// file ends where its data does, while the broker runs.
+#[test]
+fn busy_partition_gets_no_zeros_ahead() {
+    const N: usize = 40_000;
+    let topic = "prealloc-busy";
+    let args = [("shardlog.log.preallocate.bytes", "4194304")];
+    let root = test_tempdir();
+    let mut broker = Broker::start_in(root.path(), &args, 1);
+    create_topic(&broker.bootstrap(), topic, 1, &[]);
+    let mut cfg = producer_config(&broker.bootstrap());
+    cfg.set("acks", "1")
+        .set("batch.size", "524288")
+        .set("linger.ms", "100");
+    produce_keyed(&cfg, topic, N, Some(1), |i| {
+        format!("busy-{i}-{}", "b".repeat(200))
+    });
+    let segment = newest_segment(&broker.partition_dir(topic, 0));
+    let bytes = fs::read(&segment).expect("read the active segment");
+    let (batches, data_end) = parse_batches(&bytes);
+    assert!(batches.len() > 4 && batches.iter().all(|b| b.crc_ok));
+    assert!(
+        bytes.len() <= data_end.div_ceil(4096) * 4096,
+        "no zeros past the data's last block: file {}, data {data_end}",
+        bytes.len()
+    );
+    broker.terminate();
+}
+
 // ---------------------------------------------------------------------------------------------
 // (b) Corrupted / torn last batch
 // ---------------------------------------------------------------------------------------------

@@ -35,6 +35,9 @@ use crate::record::{self, BatchView, ValidatedBatches};
 const BLOCK: u64 = 4096;
 /// The most zeros written ahead of the log end in one write.
 const ZERO_STEP: u64 = 256 << 10;
+/// Write rounds this large on average mean a partition writing as fast as it can: there the
+/// zeros would double the bytes each fdatasync flushes and slow it, so it writes none.
+const BUSY_ROUND_BYTES: u64 = 64 << 10;
 const LOG_START_FILE: &str = "log-start-offset";
 const RECOVERY_POINT_FILE: &str = "recovery-point";
 /// The cleaner's progress: the first dirty offset and the earliest tombstone delete horizon.
@@ -211,6 +214,8 @@ pub struct PartitionLog {
     /// An fdatasync is running (at most one); `sync_done` fires when it ends.
     sync_in_flight: Cell<bool>,
     sync_done: Event,
+    /// A moving average of the bytes per write round (7/8 old, 1/8 new).
+    round_bytes: Cell<u64>,
     /// Held while closed segments are removed or replaced (retention, DeleteRecords, the
     /// cleaner's swap), so one never removes files the other is installing.
     segment_changes: glommio::sync::Semaphore,
@@ -545,6 +550,7 @@ impl PartitionLog {
             roll_requested: Cell::new(false),
             failed: Cell::new(false),
             sync_in_flight: Cell::new(false),
+            round_bytes: Cell::new(0),
             sync_done: Event::new(),
             segment_changes: glommio::sync::Semaphore::new(1),
             segments_version: Cell::new(0),
@@ -613,10 +619,15 @@ impl PartitionLog {
     /// (`shardlog.log.preallocate.bytes` ahead, in steps of at most [`ZERO_STEP`], never past
     /// `segment.bytes`, never over the partial tail block). Before a round only once half the
     /// lead is used; when `idle`, up to the whole lead, but only for a segment written to since
-    /// it was opened (a partition nobody writes to gets no zeros).
+    /// it was opened (a partition nobody writes to gets no zeros). None while rounds average
+    /// [`BUSY_ROUND_BYTES`] or more.
     fn zero_fill_plan(&self, idle: bool) -> Option<(Rc<DmaFile>, u64, usize)> {
         let ahead = self.settings.preallocate_bytes;
-        if ahead == 0 || self.failed.get() || self.closing.get() {
+        if ahead == 0
+            || self.failed.get()
+            || self.closing.get()
+            || self.round_bytes.get() >= BUSY_ROUND_BYTES
+        {
             return None;
         }
         let segment_bytes = self.config.borrow().segment_bytes;
@@ -750,6 +761,8 @@ impl PartitionLog {
     /// After a successful write: index the batches, advance the log end offset and keep the
     /// buffer as hot tail. Returns the new end.
     fn publish_round(&self, buf: &Rc<DmaBuffer>, total: usize, config: &LogConfig) -> Position {
+        self.round_bytes
+            .set((self.round_bytes.get() * 7 + total as u64) / 8);
         let mut st = self.state.borrow_mut();
         let lead = st.tail_block.len();
         let bytes = buf.as_bytes();

@@ -147,38 +147,54 @@ def test_a_consumer_that_leaves_hands_its_partitions_over(broker_factory):
 
 KILLABLE_CONSUMER = textwrap.dedent(
     """
-    import sys
+    import logging, sys, time
     from kafka import KafkaConsumer
+    logging.basicConfig(level=logging.INFO)
     bootstrap, group, topic = sys.argv[1:4]
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id="py-victim",
                       session_timeout_ms=6000, heartbeat_interval_ms=500,
                       enable_auto_commit=False)
+    # As consumer() does: the topic's metadata first (see there).
+    deadline = time.monotonic() + 30
+    while not c.partitions_for_topic(topic) and time.monotonic() < deadline:
+        time.sleep(0.05)
     c.subscribe([topic])
+    told = False
     while True:
         c.poll(timeout_ms=100)
-        if c.assignment():
+        if c.assignment() and not told:
             print("assigned", len(c.assignment()), flush=True)
+            told = True
     """
 )
 
 
-def test_a_killed_consumer_process_is_evicted_and_its_partitions_reassigned(broker_factory):
+def test_a_killed_consumer_process_is_evicted_and_its_partitions_reassigned(
+    broker_factory, tmp_path
+):
     broker = broker_factory(settings=GROUP_SETTINGS)
     topic = unique_topic("victim")
     create_topic(broker, topic, 12)
     survivor = consumer(broker, "py-victims", topic)
-    victim = subprocess.Popen(
-        [sys.executable, "-c", KILLABLE_CONSUMER, broker.bootstrap, "py-victims", topic],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(
-            lambda: survivor.poll(timeout_ms=100) is not None and len(owned(survivor)) == 6,
-            timeout=60,
-            interval=0,
-            message="the survivor sharing the partitions with the victim",
+    victim_log = tmp_path / "victim.stderr"
+    with open(victim_log, "wb") as err:
+        victim = subprocess.Popen(
+            [sys.executable, "-c", KILLABLE_CONSUMER, broker.bootstrap, "py-victims", topic],
+            stdout=subprocess.PIPE,
+            stderr=err,
         )
+    try:
+        try:
+            wait_until(
+                lambda: survivor.poll(timeout_ms=100) is not None and len(owned(survivor)) == 6,
+                timeout=60,
+                interval=0,
+                message="the survivor sharing the partitions with the victim",
+            )
+        except AssertionError as e:
+            state = "exited with %r" % victim.poll() if victim.poll() is not None else "running"
+            tail = victim_log.read_bytes()[-4000:].decode(errors="replace")
+            raise AssertionError("%s; the victim is %s, its stderr ends:\n%s" % (e, state, tail))
         assert victim.stdout.readline().startswith(b"assigned")
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(10)
