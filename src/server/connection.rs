@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use futures::channel::oneshot;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
@@ -59,11 +60,16 @@ impl AsyncWrite for SharedStream {
     }
 }
 
-/// A request in the connection's queue: its handler's task (which gives the outcome and, for
-/// a Produce request with `timing` on, when the response was ready), its share of the byte
+/// A request in the connection's queue: where its handler's outcome arrives (with, for a
+/// Produce request with `timing` on, when the response was ready), its share of the byte
 /// budget, and for a Produce request when its frame was read.
+///
+/// The handler's task is detached at once and answers through a channel rather than a
+/// `JoinHandle`: glommio 0.9's `JoinHandle::drop` reads the task's reference count without
+/// synchronisation and frees the task when it sees zero, which can race with another shard
+/// dropping the task's last waker (a handler waits on other shards) and free it twice.
 struct Pending {
-    task: glommio::task::JoinHandle<(Outcome, Option<Instant>)>,
+    outcome: oneshot::Receiver<(Outcome, Option<Instant>)>,
     permit: Option<StaticPermit>,
     produce_read: Option<Instant>,
 }
@@ -139,14 +145,15 @@ async fn read_requests(
         let me = Rc::clone(shard);
         me.in_flight.set(me.in_flight.get() + 1);
         let peer = peer.to_string();
-        let task = glommio::spawn_local(async move {
+        let (done, outcome) = oneshot::channel();
+        glommio::spawn_local(async move {
             let out = protocol::handle(&me, body, &peer, turn).await;
             me.in_flight.set(me.in_flight.get() - 1);
-            (out, produce_read.and(timing::start()))
+            let _ = done.send((out, produce_read.and(timing::start())));
         })
         .detach();
         let pending = Pending {
-            task,
+            outcome,
             permit,
             produce_read,
         };
@@ -162,7 +169,7 @@ async fn write_responses(
     peer: String,
 ) {
     while let Some(pending) = rx.recv().await {
-        let outcome = pending.task.await;
+        let outcome = pending.outcome.await.ok();
         drop(pending.permit);
         let ready = outcome.as_ref().and_then(|(_, ready)| *ready);
         let sent = || {
