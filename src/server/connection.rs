@@ -87,9 +87,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let stream = SharedStream(Rc::new(RefCell::new(stream)));
     let (tx, rx) =
         local_channel::new_bounded::<Pending>(shard.config.connection_max_inflight_requests);
-    let writer = glommio::spawn_local(write_responses(stream.clone(), rx, peer.clone()));
+    // Detached at spawn, like the handlers (see `Pending`): the writer ends by itself once the
+    // reader has gone and every queued response is written.
+    drop(glommio::spawn_local(write_responses(stream.clone(), rx, peer.clone())).detach());
     read_requests(&shard, stream, tx, &peer).await;
-    writer.await;
 }
 
 async fn read_requests(
