@@ -34,6 +34,15 @@ fn field(json: &str, name: &str) -> f64 {
         .unwrap_or_else(|_| panic!("{name} is not a number in {json}"))
 }
 
+/// A percentile of one of the report's distributions (`latency_ms`, `round_trip_ms`).
+fn percentile(json: &str, of: &str, name: &str) -> f64 {
+    let at = json
+        .find(&format!("\"{of}\":{{"))
+        .unwrap_or_else(|| panic!("no {of} in {json}"));
+    let inner = &json[at..];
+    field(&inner[..=inner.find('}').unwrap_or(inner.len() - 1)], name)
+}
+
 #[test]
 fn produce_then_consume_reports_what_happened() {
     let mut broker = Broker::start(&[], 1);
@@ -59,7 +68,7 @@ fn produce_then_consume_reports_what_happened() {
     assert_eq!(field(&keyed, "messages"), 20000.0, "{keyed}");
     assert_eq!(field(&keyed, "errors"), 0.0);
     assert_eq!(field(&keyed, "bytes"), 2_000_000.0);
-    assert!(field(&keyed, "p99") > 0.0, "{keyed}");
+    assert!(percentile(&keyed, "latency_ms", "p99") > 0.0, "{keyed}");
     let mut total = 0;
     for p in 0..4 {
         let (low, high) = watermarks(&b, "perf-keyed", p);
@@ -152,8 +161,14 @@ fn the_broker_reports_where_produce_requests_waited() {
     assert_eq!(field(&fast, "messages"), 20000.0, "{fast}");
     let run_ms = field(&fast, "seconds") * 1000.0;
     assert!(
-        field(&fast, "p50") < run_ms / 4.0,
+        percentile(&fast, "latency_ms", "p50") < run_ms / 4.0,
         "at the maximum rate a record's latency is not a share of the run: {fast}"
+    );
+    // A request's round trip is part of its records' latency.
+    let round_trip = percentile(&fast, "round_trip_ms", "p50");
+    assert!(
+        round_trip > 0.0 && round_trip <= percentile(&fast, "latency_ms", "p99"),
+        "{fast}"
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let line = loop {

@@ -2,7 +2,8 @@
 //! records into per-partition batches (`batch.size`, `linger.ms`, `compression.type`), and
 //! keeps up to `max.in.flight.requests.per.connection` Produce requests outstanding. The same
 //! thread reads the answers whenever it waits, and records, for every record, the time from
-//! when it was due (the open-loop schedule) to its acknowledgement.
+//! when it was due (the open-loop schedule) to its acknowledgement, and for every request its
+//! round trip (sent to answered).
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -105,8 +106,9 @@ pub fn wall_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// A request on the wire: the due time of each of its records.
+/// A request on the wire: when it was sent, and the due time of each of its records.
 struct InFlight {
+    sent: Instant,
     due: Vec<Instant>,
 }
 
@@ -198,8 +200,9 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
         // Waits while max.in.flight requests are outstanding: the backpressure a real
         // producer feels.
         acks.wait_for_room(max_in_flight)?;
+        let sent = Instant::now();
         stream.write_all(&frame)?;
-        acks.inflight.push_back(InFlight { due });
+        acks.inflight.push_back(InFlight { sent, due });
         Ok(())
     };
     let mut i = 0;
@@ -350,6 +353,10 @@ impl Acks {
 
     fn complete(&mut self, request: InFlight, ok: bool) {
         let done = Instant::now();
+        if self.acks != 0 {
+            self.stats
+                .record_round_trip(done.saturating_duration_since(request.sent));
+        }
         let n = request.due.len() as u64;
         self.stats.messages += n;
         if !ok {

@@ -1,5 +1,7 @@
-//! Results of a load run: counts, bytes, elapsed time and an HDR histogram of latencies in
-//! microseconds. Per-thread stats merge into one; reports print as text, JSON or a CSV row.
+//! Results of a load run: counts, bytes, elapsed time and HDR histograms in microseconds: each
+//! record's latency, and (where the load generator knows it) each request's round trip, from
+//! its send to its answer. The gap between the two is time a record spent waiting in the
+//! producer. Per-thread stats merge into one; reports print as text, JSON or a CSV row.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -18,6 +20,8 @@ pub struct Stats {
     pub errors: u64,
     pub elapsed: Duration,
     pub latency_us: Histogram<u64>,
+    /// Request sent to answer read; empty where the client does not report it.
+    pub round_trip_us: Histogram<u64>,
 }
 
 impl Default for Stats {
@@ -28,6 +32,7 @@ impl Default for Stats {
             errors: 0,
             elapsed: Duration::ZERO,
             latency_us: new_histogram(),
+            round_trip_us: new_histogram(),
         }
     }
 }
@@ -69,6 +74,11 @@ impl Stats {
         self.latency_us.saturating_record(us);
     }
 
+    pub fn record_round_trip(&mut self, round_trip: Duration) {
+        let us = (round_trip.as_micros() as u64).clamp(1, self.round_trip_us.high());
+        self.round_trip_us.saturating_record(us);
+    }
+
     /// Adds another thread's results; the run lasted as long as the longest of them.
     pub fn merge(&mut self, other: &Stats) {
         self.messages += other.messages;
@@ -77,6 +87,7 @@ impl Stats {
         self.elapsed = self.elapsed.max(other.elapsed);
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.round_trip_us.add(&other.round_trip_us);
     }
 
     pub fn mb_per_sec(&self) -> f64 {
@@ -99,16 +110,17 @@ impl Stats {
             self.msgs_per_sec(),
             self.elapsed.as_secs_f64()
         );
-        if !self.latency_us.is_empty() {
-            s.push_str("; latency ms");
-            for (q, name) in PERCENTILES {
-                let _ = write!(
-                    s,
-                    " {name} {:.3}",
-                    Self::ms(self.latency_us.value_at_quantile(q / 100.0))
-                );
+        for (label, h) in [
+            ("latency", &self.latency_us),
+            ("request round trip", &self.round_trip_us),
+        ] {
+            if !h.is_empty() {
+                let _ = write!(s, "; {label} ms");
+                for (q, name) in PERCENTILES {
+                    let _ = write!(s, " {name} {:.3}", Self::ms(h.value_at_quantile(q / 100.0)));
+                }
+                let _ = write!(s, " max {:.3}", Self::ms(h.max()));
             }
-            let _ = write!(s, " max {:.3}", Self::ms(self.latency_us.max()));
         }
         if self.errors > 0 {
             let _ = write!(s, "; {} errors", self.errors);
@@ -126,18 +138,31 @@ impl Stats {
             self.mb_per_sec(),
             self.msgs_per_sec()
         );
+        // The round trip goes first: scripts that match a percentile's key greedily
+        // (perf/lib.sh's `field`) find the record latency's.
+        if !self.round_trip_us.is_empty() {
+            s.push_str(",\"round_trip_ms\":");
+            s.push_str(&Self::percentiles_json(&self.round_trip_us));
+        }
         if !self.latency_us.is_empty() {
-            s.push_str(",\"latency_ms\":{");
-            for (q, name) in PERCENTILES {
-                let _ = write!(
-                    s,
-                    "\"{name}\":{:.3},",
-                    Self::ms(self.latency_us.value_at_quantile(q / 100.0))
-                );
-            }
-            let _ = write!(s, "\"max\":{:.3}}}", Self::ms(self.latency_us.max()));
+            s.push_str(",\"latency_ms\":");
+            s.push_str(&Self::percentiles_json(&self.latency_us));
         }
         s.push('}');
+        s
+    }
+
+    /// `{"p50":..,...,"max":..}` in milliseconds.
+    fn percentiles_json(h: &Histogram<u64>) -> String {
+        let mut s = String::from("{");
+        for (q, name) in PERCENTILES {
+            let _ = write!(
+                s,
+                "\"{name}\":{:.3},",
+                Self::ms(h.value_at_quantile(q / 100.0))
+            );
+        }
+        let _ = write!(s, "\"max\":{:.3}}}", Self::ms(h.max()));
         s
     }
 
@@ -228,5 +253,25 @@ mod tests {
         );
         assert_eq!(j.matches('{').count(), j.matches('}').count());
         assert!(j.contains("\"p99\":2.000"), "{j}");
+    }
+
+    #[test]
+    fn round_trip_comes_before_latency_in_json() {
+        let mut s = Stats {
+            messages: 1,
+            elapsed: Duration::from_secs(1),
+            ..Default::default()
+        };
+        s.record_latency(Duration::from_millis(3));
+        s.record_round_trip(Duration::from_millis(1));
+        let j = s.json("produce");
+        let (rt, lat) = (j.find("round_trip_ms"), j.find("latency_ms"));
+        assert!(rt.is_some() && rt < lat, "{j}");
+        // perf/lib.sh's `field` takes the last match of a key: the record latency's.
+        let last_p99 = j.rfind("\"p99\":").map(|i| &j[i..i + 9]);
+        assert_eq!(last_p99, Some("\"p99\":3.0"), "{j}");
+        assert!(s
+            .text("produce")
+            .contains("request round trip ms p50 1.000"));
     }
 }
