@@ -1,19 +1,23 @@
 //! Read-ahead (the default fetch path for data behind the hot tail) through the real binary
 //! with librdkafka at its default fetch sizes: reads across many segment rolls by two readers
 //! at once; DeleteRecords unlinking the segments a reader's read-ahead covers; the cleaner
-//! replacing segments under a reader; and a consumer that goes away mid-read, whose
-//! read-ahead is released. Every record's value names its offset, so any byte served from
-//! freed, stale or rewritten memory shows up as a mismatch (and librdkafka checks CRCs).
+//! replacing segments under a reader; a consumer that goes away mid-read, whose read-ahead is
+//! released; and a segment that cannot be read, answered with KAFKA_STORAGE_ERROR. Every
+//! record's value names its offset, so any byte served from freed, stale or rewritten memory
+//! shows up as a mismatch (and librdkafka checks CRCs).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
+use kafka_protocol::messages::{fetch_request, FetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::BaseRecord;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use shardlog::client::Client;
 
 const RECORDS: usize = 30_000;
 
@@ -267,4 +271,77 @@ fn a_consumer_that_goes_away_mid_read_has_its_read_ahead_released() {
         read(&c, RECORDS, "a new reader"),
         (0..RECORDS as i64).collect::<Vec<_>>()
     );
+}
+
+/// A Fetch of partition 0 of `topic` from `offset`, 1 MiB per partition.
+fn fetch_request(topic: &str, offset: i64) -> FetchRequest {
+    let mut p = fetch_request::FetchPartition::default();
+    p.fetch_offset = offset;
+    p.partition_max_bytes = 1 << 20;
+    let mut t = fetch_request::FetchTopic::default();
+    t.topic = TopicName(StrBytes::from_string(topic.to_string()));
+    t.partitions = vec![p];
+    let mut r = FetchRequest::default();
+    r.max_bytes = 50 << 20;
+    r.min_bytes = 1;
+    r.topics = vec![t];
+    r
+}
+
+#[test]
+fn a_segment_that_cannot_be_read_is_answered_with_kafka_storage_error() {
+    let mut broker = broker(&[]);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "damaged", 1, &[]);
+    produce(&bootstrap, "damaged", |i| format!("k{i}"));
+    // Cut the segment file under the running broker, which still counts its bytes as
+    // written: reads past 64 KiB come back short.
+    let log = broker
+        .partition_dir("damaged", 0)
+        .join("00000000000000000000.log");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .and_then(|f| f.set_len(64 << 10))
+        .expect("truncate the segment");
+    // Fetch from the start, a new connection each time. The first answer may be cut off (its
+    // read fails while the response is on its way, so the connection closes); after that the
+    // partition's reads are checked before they are framed.
+    let mut tries = Vec::new();
+    let code = loop {
+        assert!(
+            tries.len() < 4,
+            "no error code for an unreadable segment: {tries:?}{}",
+            broker.stderr_tail()
+        );
+        let mut client = Client::connect(&bootstrap).expect("connect");
+        match client.send(&fetch_request("damaged", 0), 12) {
+            Ok(r) => {
+                let part = &r.responses[0].partitions[0];
+                if part.error_code != 0 {
+                    break part.error_code;
+                }
+                tries.push(format!(
+                    "answered with {} bytes",
+                    part.records.as_ref().map_or(0, |b| b.len())
+                ));
+            }
+            Err(e) => tries.push(format!("{e}")),
+        }
+    };
+    assert_eq!(code, 56, "KAFKA_STORAGE_ERROR after {tries:?}");
+    assert!(
+        broker
+            .stderr_text()
+            .contains("00000000000000000000.log: cannot read it"),
+        "the broker names the file{}",
+        broker.stderr_tail()
+    );
+    // The broker goes on serving: the partition's offsets, and a read of another topic.
+    assert_eq!(watermarks(&bootstrap, "damaged", 0).1, RECORDS as i64);
+    create_topic(&bootstrap, "healthy", 1, &[]);
+    produce(&bootstrap, "healthy", |i| format!("k{i}"));
+    let c = consumer(&bootstrap, "healthy", 0);
+    assert_eq!(read(&c, 100, "another topic").len(), 100);
+    assert!(broker.is_running());
 }

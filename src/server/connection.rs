@@ -210,7 +210,9 @@ async fn write_parts(stream: &mut SharedStream, parts: Vec<Part>) -> std::io::Re
         match part {
             Part::Bytes(b) => stream.write_all(&b).await?,
             // A read-ahead chunk may still be on its way from the disk: wait for it. A read
-            // that failed leaves the announced frame short, so the connection closes.
+            // that failed leaves the announced frame short, so the connection closes; the
+            // partition's next reads are waited for before they are framed and answer
+            // KAFKA_STORAGE_ERROR if they fail too.
             Part::Buffer(p) => {
                 let bytes = p.bytes().await.map_err(std::io::Error::other)?;
                 stream.write_all(&bytes).await?

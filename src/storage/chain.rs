@@ -14,23 +14,27 @@ use event_listener::Event;
 use glommio::io::{DmaBuffer, ReadResult};
 
 /// One read of a chunk of a segment file, in flight or done; its bytes count against the
-/// shard's read-ahead memory (`held`) until the last reference goes.
+/// shard's read-ahead memory (`held`) until the last reference goes. A read that fails, or
+/// turns out shorter than the bytes a piece needs, sets `failed_reads` (shared by the
+/// partition's slots), so that the partition's next reads are checked before they are framed.
 pub struct ReadSlot {
     result: RefCell<Option<Result<ReadResult, String>>>,
     done: Event,
     len: usize,
     held: Rc<Cell<usize>>,
+    failed_reads: Rc<Cell<bool>>,
 }
 
 impl ReadSlot {
-    /// A slot for a read of `len` bytes, counted in `held`.
-    pub fn new(len: usize, held: &Rc<Cell<usize>>) -> Rc<ReadSlot> {
+    /// A slot for a read of `len` bytes, counted in `held`; a failure sets `failed_reads`.
+    pub fn new(len: usize, held: &Rc<Cell<usize>>, failed_reads: &Rc<Cell<bool>>) -> Rc<ReadSlot> {
         held.set(held.get() + len);
         Rc::new(ReadSlot {
             result: RefCell::new(None),
             done: Event::new(),
             len,
             held: Rc::clone(held),
+            failed_reads: Rc::clone(failed_reads),
         })
     }
 
@@ -49,6 +53,9 @@ impl ReadSlot {
 
     /// Records the read's outcome and wakes whoever waits for it.
     pub fn fill(&self, result: Result<ReadResult, String>) {
+        if result.is_err() {
+            self.failed_reads.set(true);
+        }
         *self.result.borrow_mut() = Some(result);
         self.done.notify(usize::MAX);
     }
@@ -128,11 +135,14 @@ impl Piece {
             Piece::Read { slot, from, len } => {
                 let data = slot.wait().await?;
                 if data.len() < from + len {
-                    return Err(format!(
+                    let e = format!(
                         "a read returned {} bytes where {} were written",
                         data.len(),
                         from + len
-                    ));
+                    );
+                    // A failed read from now on: its stream starts over at the next read.
+                    slot.fill(Err(e.clone()));
+                    return Err(e);
                 }
                 Ok(PieceBytes::Read(
                     ReadResult::slice(&data, *from, *len).unwrap_or_default(),
@@ -209,6 +219,14 @@ impl Chain {
             }
         }
         out.freeze()
+    }
+
+    /// Waits for every read of the chain; `Err` says why one failed (or came back short).
+    pub async fn ready(&self) -> Result<(), String> {
+        for p in &self.pieces {
+            p.bytes().await?;
+        }
+        Ok(())
     }
 
     /// The bytes, copied (for a result that goes to another shard), once every read is done.

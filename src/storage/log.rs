@@ -1176,9 +1176,18 @@ impl PartitionLog {
             return Box::pin(self.read_buffered(offset, max_bytes, bound, now)).await;
         }
         // The chunks may still be in flight: the connection's writer waits for them, so the
-        // response starts leaving as soon as its first chunk is in.
+        // response starts leaving as soon as its first chunk is in. After a failed read, the
+        // reads are waited for here, so that a failure is answered (KAFKA_STORAGE_ERROR)
+        // rather than found mid-response.
         let mut chain = read_ahead.read(at.segment, &at.file, at.pos, len, at.written, now);
         chain.first_batch_len = at.first_batch_len;
+        if read_ahead.reads_failed() {
+            if let Err(e) = chain.ready().await {
+                tracing::warn!("{}: cannot read it: {e}", at.path.display());
+                return Err(StorageError::io(e));
+            }
+            read_ahead.reads_recovered();
+        }
         Ok(Fetched::Buffers(chain))
     }
 

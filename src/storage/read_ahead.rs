@@ -81,6 +81,9 @@ impl Stream {
 pub struct ReadAhead {
     settings: ReadAheadSettings,
     streams: RefCell<Vec<Stream>>,
+    /// Set when one of the partition's reads failed or came back short, cleared by a
+    /// checked read that succeeds (see [`Self::reads_failed`]).
+    failed_reads: Rc<Cell<bool>>,
 }
 
 impl ReadAhead {
@@ -88,7 +91,21 @@ impl ReadAhead {
         ReadAhead {
             settings,
             streams: RefCell::new(Vec::new()),
+            failed_reads: Rc::new(Cell::new(false)),
         }
+    }
+
+    /// Whether a read of this partition failed since the last checked read succeeded. A
+    /// response is framed before its chunks are in, so a failure found while it is sent can
+    /// only close the connection; while this holds, reads are waited for before they are
+    /// framed, and a failure is answered with an error code instead.
+    pub fn reads_failed(&self) -> bool {
+        self.failed_reads.get()
+    }
+
+    /// A checked read succeeded: responses stream from their chunks again.
+    pub fn reads_recovered(&self) {
+        self.failed_reads.set(false);
     }
 
     /// Bytes this partition holds in its streams.
@@ -235,7 +252,7 @@ impl ReadAhead {
         len: usize,
         after: Option<Rc<ReadSlot>>,
     ) -> Rc<ReadSlot> {
-        let slot = ReadSlot::new(len, &self.settings.shard_held);
+        let slot = ReadSlot::new(len, &self.settings.shard_held, &self.failed_reads);
         let (file, filled) = (Rc::clone(file), Rc::clone(&slot));
         glommio::spawn_local(async move {
             if let Some(first) = after {
