@@ -49,16 +49,9 @@ fn produce(c: &mut Client, topic: &str, values: &[(Option<Bytes>, Bytes)]) -> (i
 }
 
 fn fetch_count(c: &mut Client, topic: &str, from: i64) -> usize {
-    let mut fp = fetch_request::FetchPartition::default();
-    fp.fetch_offset = from;
-    fp.partition_max_bytes = 64 << 20;
-    let mut ft = fetch_request::FetchTopic::default();
-    ft.topic = TopicName(StrBytes::from_string(topic.to_string()));
-    ft.partitions = vec![fp];
-    let mut f = FetchRequest::default();
-    f.max_bytes = 64 << 20;
-    f.topics = vec![ft];
-    let resp = c.send(&f, 12).expect("fetch is answered");
+    let resp = c
+        .send(&fetch_request(topic, from, 64 << 20), 12)
+        .expect("fetch is answered");
     let part = &resp.responses[0].partitions[0];
     assert_eq!(part.error_code, 0, "fetch error");
     decode_records(part.records.clone().unwrap_or_default())

@@ -11,8 +11,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kafka_protocol::messages::{fetch_request, FetchRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::BaseRecord;
@@ -273,21 +271,6 @@ fn a_consumer_that_goes_away_mid_read_has_its_read_ahead_released() {
     );
 }
 
-/// A Fetch of partition 0 of `topic` from `offset`, 1 MiB per partition.
-fn fetch_request(topic: &str, offset: i64) -> FetchRequest {
-    let mut p = fetch_request::FetchPartition::default();
-    p.fetch_offset = offset;
-    p.partition_max_bytes = 1 << 20;
-    let mut t = fetch_request::FetchTopic::default();
-    t.topic = TopicName(StrBytes::from_string(topic.to_string()));
-    t.partitions = vec![p];
-    let mut r = FetchRequest::default();
-    r.max_bytes = 50 << 20;
-    r.min_bytes = 1;
-    r.topics = vec![t];
-    r
-}
-
 #[test]
 fn a_segment_that_cannot_be_read_is_answered_with_kafka_storage_error() {
     let mut broker = broker(&[]);
@@ -315,7 +298,7 @@ fn a_segment_that_cannot_be_read_is_answered_with_kafka_storage_error() {
             broker.stderr_tail()
         );
         let mut client = Client::connect(&bootstrap).expect("connect");
-        match client.send(&fetch_request("damaged", 0), 12) {
+        match client.send(&fetch_request("damaged", 0, 1 << 20), 12) {
             Ok(r) => {
                 let part = &r.responses[0].partitions[0];
                 if part.error_code != 0 {

@@ -1028,3 +1028,25 @@ pub fn check_sequenced<F: Fn(usize) -> String>(
     );
     next_offset.iter().map(|&o| o as usize).collect()
 }
+
+/// A raw Fetch of partition 0 of `topic` from `offset`, at most `max_bytes` for the partition
+/// and for the whole response.
+pub fn fetch_request(
+    topic: &str,
+    offset: i64,
+    max_bytes: i32,
+) -> kafka_protocol::messages::FetchRequest {
+    use kafka_protocol::messages::{fetch_request, FetchRequest, TopicName};
+    let mut p = fetch_request::FetchPartition::default();
+    p.fetch_offset = offset;
+    p.partition_max_bytes = max_bytes;
+    let mut t = fetch_request::FetchTopic::default();
+    t.topic = TopicName(kafka_protocol::protocol::StrBytes::from_string(
+        topic.to_string(),
+    ));
+    t.partitions = vec![p];
+    let mut r = FetchRequest::default();
+    r.max_bytes = max_bytes;
+    r.topics = vec![t];
+    r
+}
