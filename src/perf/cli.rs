@@ -44,7 +44,8 @@ pub struct Target {
     pub latency_plot: Option<std::path::PathBuf>,
     /// The producer sleeps in ppoll(2) between sends instead of spinning on its socket: its
     /// CPU idles, but a sleeping thread (on a VM, a halted vCPU) can wake late, and that
-    /// shows up as latency. `perf e2e` always sleeps (its consumer shares the CPUs).
+    /// shows up as latency. In `perf e2e` the consumer waits the same way (it runs on the
+    /// producer's thread).
     #[arg(long)]
     pub sleep: bool,
 }
@@ -410,15 +411,15 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
                 isolation_level: None,
                 progress: Default::default(),
             };
-            let from = consumer::end_offsets(&consume)?;
-            let tail = std::thread::spawn(move || {
-                consumer::tail(&consume, from, num_records, Duration::from_secs(10))
-            });
+            // The consumer runs on the producer's thread, polled whenever the producer
+            // waits: on a second thread it would wait for the scheduler (or share the
+            // CPU with a spinning producer) each time its records arrive.
+            if !matches!(target.client, ClientKind::Shardlog) {
+                anyhow::bail!("perf e2e runs on the project's own client (drop --client)");
+            }
+            let tail = consumer::Tail::start(&consume)?;
             let cfg = ProduceConfig {
                 stamp_due: true,
-                // The tailing consumer shares the tool's CPUs: a spinning producer would keep
-                // it from running when its records arrive.
-                busy_poll: false,
                 ..produce_config(
                     &target,
                     partitions,
@@ -428,10 +429,12 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
                     &props,
                 )
             };
-            let produced = produce_with(&target, &cfg)?;
-            let e2e = tail
-                .join()
-                .map_err(|_| anyhow::anyhow!("the tailing consumer panicked"))??;
+            let line = cfg
+                .progress
+                .display("produce", cfg.records, cfg.record_size, target.json);
+            let (produced, tail) = producer::run_with_tail(&cfg, tail)?;
+            drop(line);
+            let e2e = tail.finish(num_records, Duration::from_secs(10))?;
             report(&produced, "produce", target.json);
             report(&e2e, "e2e", target.json);
             if let Some(prefix) = &target.latency_plot {

@@ -3,17 +3,25 @@
 //! batch headers (nothing is decompressed or decoded), and times the whole read.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use super::producer::pin_to;
 use super::stats::{run_threads, Stats};
-use crate::client::Client;
+use super::wire::FrameReader;
+use crate::client::{decode_response, encode_request, Client};
 use crate::record;
+
+const FETCH_VERSION: i16 = 12;
 
 #[derive(Clone, Debug)]
 pub struct ConsumeConfig {
@@ -34,31 +42,73 @@ pub struct ConsumeConfig {
     pub progress: super::progress::Progress,
 }
 
-/// Follows the topic from `from` (per partition) until `records` arrived or `patience` passed
-/// without any, recording for each record the time from its due time (stamped by the
-/// producer into the first 8 bytes of its value) to its arrival here: end-to-end latency.
-pub fn tail(
-    cfg: &ConsumeConfig,
-    from: BTreeMap<i32, i64>,
-    records: u64,
-    patience: std::time::Duration,
-) -> anyhow::Result<Stats> {
-    pin_to(&cfg.cpus, 0);
-    let mut client = Client::connect(&cfg.bootstrap)?;
-    let mut position = from;
-    let mut stats = Stats::default();
-    let start = Instant::now();
-    let mut last = Instant::now();
-    while stats.messages < records && last.elapsed() < patience {
-        let r = fetch_request(cfg, position.iter(), 100);
-        let resp = client.send(&r, 12)?;
-        let now = super::producer::wall_ns();
+/// A consumer following the topic from given offsets, driven by the thread that owns it
+/// without blocking (`poll`), so that `perf e2e` runs it on the producer's own thread: a
+/// second thread on the same CPUs would add its wake-up to every record. It keeps one Fetch
+/// outstanding (long poll, min_bytes 1) and records, for each record, the time from its due
+/// time (stamped by the producer into the first 8 bytes of its value) to the arrival of its
+/// response: end-to-end latency.
+pub struct Tail {
+    cfg: ConsumeConfig,
+    stream: TcpStream,
+    frames: FrameReader,
+    position: BTreeMap<i32, i64>,
+    fetching: bool,
+    correlation_id: i32,
+    pub stats: Stats,
+    started: Instant,
+}
+
+impl Tail {
+    /// Connects, starting each partition at its current end offset.
+    pub fn start(cfg: &ConsumeConfig) -> anyhow::Result<Tail> {
+        let mut client = Client::connect(&cfg.bootstrap)?;
+        let partitions: Vec<i32> = (0..cfg.partitions as i32).collect();
+        let position = offsets(&mut client, &cfg.topic, &partitions, -1)?;
+        Ok(Tail {
+            cfg: cfg.clone(),
+            stream: client.into_stream(),
+            frames: FrameReader::default(),
+            position,
+            fetching: false,
+            correlation_id: 0,
+            stats: Stats::default(),
+            started: Instant::now(),
+        })
+    }
+
+    /// The socket, for ppoll(2) while a Fetch is outstanding.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.fetching.then(|| self.stream.as_raw_fd())
+    }
+
+    /// Takes the Fetch response if it has arrived and sends the next Fetch.
+    pub fn poll(&mut self) -> anyhow::Result<()> {
+        if self.fetching {
+            self.frames.read_available(self.stream.as_raw_fd())?;
+            let Some(frame) = self.frames.next_frame()? else {
+                return Ok(());
+            };
+            let now = super::producer::wall_ns();
+            let (_, resp) = decode_response::<FetchRequest>(frame, FETCH_VERSION)?;
+            self.fetching = false;
+            self.take(resp, now)?;
+        }
+        let r = fetch_request(&self.cfg, self.position.iter(), 100);
+        self.correlation_id += 1;
+        self.stream
+            .write_all(&encode_request(&r, FETCH_VERSION, self.correlation_id)?)?;
+        self.fetching = true;
+        Ok(())
+    }
+
+    fn take(&mut self, resp: FetchResponse, now: u64) -> anyhow::Result<()> {
         for part in resp.responses.iter().flat_map(|t| &t.partitions) {
             if part.error_code != 0 {
-                stats.errors += 1;
+                self.stats.errors += 1;
                 continue;
             }
-            let Some(pos) = position.get_mut(&part.partition_index) else {
+            let Some(pos) = self.position.get_mut(&part.partition_index) else {
                 continue;
             };
             let records = part.records.clone().unwrap_or_default();
@@ -68,29 +118,35 @@ pub fn tail(
                     continue;
                 }
                 *pos = rec.offset + 1;
-                stats.messages += 1;
+                self.stats.messages += 1;
                 let value = rec.value.unwrap_or_default();
-                stats.bytes += value.len() as u64;
+                self.stats.bytes += value.len() as u64;
                 if let Some(stamp) = value.get(..8) {
                     let due = u64::from_be_bytes(stamp.try_into().unwrap_or([0; 8]));
-                    stats.record_latency(std::time::Duration::from_nanos(now.saturating_sub(due)));
+                    self.stats
+                        .record_latency(std::time::Duration::from_nanos(now.saturating_sub(due)));
                 }
-                last = Instant::now();
             }
             if let Some(end) = end {
                 *pos = (*pos).max(end);
             }
         }
+        Ok(())
     }
-    stats.elapsed = start.elapsed();
-    Ok(stats)
-}
 
-/// The latest offsets of every partition of the topic: where a tail starts.
-pub fn end_offsets(cfg: &ConsumeConfig) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let mut client = Client::connect(&cfg.bootstrap)?;
-    let partitions: Vec<i32> = (0..cfg.partitions as i32).collect();
-    offsets(&mut client, &cfg.topic, &partitions, -1)
+    /// Polls (spinning) until `records` arrived in all or `patience` passed without one.
+    pub fn finish(mut self, records: u64, patience: std::time::Duration) -> anyhow::Result<Stats> {
+        let mut seen = (self.stats.messages, Instant::now());
+        while self.stats.messages < records && seen.1.elapsed() < patience {
+            self.poll()?;
+            if self.stats.messages > seen.0 {
+                seen = (self.stats.messages, Instant::now());
+            }
+            std::hint::spin_loop();
+        }
+        self.stats.elapsed = self.started.elapsed();
+        Ok(self.stats)
+    }
 }
 
 /// A Fetch of every (partition, offset) given, within the configured byte limits.
@@ -205,7 +261,7 @@ fn consume_thread(
         }
         let unread = position.iter().filter(|(p, off)| **off < end[*p]);
         let r = fetch_request(cfg, unread, 500);
-        let resp = client.send(&r, 12)?;
+        let resp = client.send(&r, FETCH_VERSION)?;
         for part in resp.responses.iter().flat_map(|t| &t.partitions) {
             if part.error_code != 0 {
                 stats.errors += 1;

@@ -13,3 +13,4 @@ pub mod schedule;
 pub mod stats;
 pub mod tune;
 pub mod tune_report;
+pub mod wire;

@@ -11,14 +11,15 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use super::consumer::Tail;
 use super::progress::Progress;
 use super::schedule::Schedule;
 use super::stats::{run_threads, Stats};
+use super::wire::FrameReader;
 use crate::client::partitioner::{partition_for_key, StickyPartitioner};
 use crate::client::{decode_response, encode_request, Client};
 use crate::record::builder::{BatchBuilder, Codec};
@@ -136,10 +137,25 @@ fn now_ms() -> i64 {
 /// Runs every producer and merges their results.
 pub fn run(cfg: &ProduceConfig) -> anyhow::Result<Stats> {
     let (cfg, start) = (cfg.clone(), Instant::now());
-    run_threads(cfg.producers, move |p| produce_thread(&cfg, p, start))
+    run_threads(cfg.producers, move |p| {
+        produce_thread(&cfg, p, start, None).map(|(stats, _)| stats)
+    })
 }
 
-fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::Result<Stats> {
+/// One producer on the calling thread, polling `tail` whenever it polls its own answers
+/// (`perf e2e`); returns the producer's stats and the tail, to be finished.
+pub fn run_with_tail(cfg: &ProduceConfig, tail: Tail) -> anyhow::Result<(Stats, Tail)> {
+    let (stats, tail) = produce_thread(cfg, 0, Instant::now(), Some(tail))?;
+    let tail = tail.ok_or_else(|| anyhow::anyhow!("the tail was lost"))?;
+    Ok((stats, tail))
+}
+
+fn produce_thread(
+    cfg: &ProduceConfig,
+    index: usize,
+    start: Instant,
+    tail: Option<Tail>,
+) -> anyhow::Result<(Stats, Option<Tail>)> {
     pin_to(&cfg.cpus, index);
     let (mine, schedule) = cfg.share(index, start);
     let mut stream = Client::connect(&cfg.bootstrap)?.into_stream();
@@ -149,11 +165,12 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
     let mut acks = Acks {
         busy_poll: cfg.busy_poll,
         stream: stream.try_clone()?,
-        buf: BytesMut::new(),
+        frames: FrameReader::default(),
         inflight: VecDeque::new(),
         acks: cfg.acks,
         stats: Stats::default(),
         progress: cfg.progress.clone(),
+        tail,
     };
     let max_in_flight = cfg.max_in_flight.max(1);
     let mut value = vec![b'x'; cfg.record_size];
@@ -270,7 +287,7 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
     let mut stats = acks.stats;
     stats.elapsed = start.elapsed();
     stats.bytes = mine * cfg.record_size as u64;
-    Ok(stats)
+    Ok((stats, acks.tail))
 }
 
 /// The answers side of one producer connection: the requests on the wire in order, and the
@@ -280,16 +297,21 @@ fn produce_thread(cfg: &ProduceConfig, index: usize, start: Instant) -> anyhow::
 struct Acks {
     busy_poll: bool,
     stream: TcpStream,
-    buf: BytesMut,
+    frames: FrameReader,
     inflight: VecDeque<InFlight>,
     acks: i16,
     stats: Stats,
     progress: Progress,
+    /// A consumer polled along with the answers (`perf e2e`).
+    tail: Option<Tail>,
 }
 
 impl Acks {
     /// Takes every answer that has arrived, recording each record's latency from its due time.
     fn poll(&mut self) -> anyhow::Result<()> {
+        if let Some(tail) = &mut self.tail {
+            tail.poll()?;
+        }
         if self.acks == 0 {
             // Never answered: done when written.
             while let Some(request) = self.inflight.pop_front() {
@@ -297,45 +319,8 @@ impl Acks {
             }
             return Ok(());
         }
-        loop {
-            self.buf.reserve(256 << 10);
-            let spare = self.buf.spare_capacity_mut();
-            let room = spare.len();
-            // SAFETY: recv writes at most `room` bytes into the spare capacity.
-            let n = unsafe {
-                libc::recv(
-                    self.stream.as_raw_fd(),
-                    spare.as_mut_ptr().cast(),
-                    room,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n == 0 {
-                anyhow::bail!("the broker closed the connection");
-            }
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                match e.kind() {
-                    std::io::ErrorKind::WouldBlock => break,
-                    std::io::ErrorKind::Interrupted => continue,
-                    _ => return Err(e.into()),
-                }
-            }
-            // SAFETY: the kernel initialised the `n` bytes it wrote.
-            unsafe { self.buf.set_len(self.buf.len() + n as usize) };
-            if (n as usize) < room {
-                break;
-            }
-        }
-        while self.buf.len() >= 4 {
-            let len = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-            let len = usize::try_from(len)
-                .map_err(|_| anyhow::anyhow!("broker sent a negative frame length"))?;
-            if self.buf.len() < 4 + len {
-                break;
-            }
-            self.buf.advance(4);
-            let frame = self.buf.split_to(len).freeze();
+        self.frames.read_available(self.stream.as_raw_fd())?;
+        while let Some(frame) = self.frames.next_frame()? {
             let (_, response) = decode_response::<ProduceRequest>(frame, PRODUCE_VERSION)?;
             let ok = response
                 .responses
@@ -400,14 +385,24 @@ impl Acks {
             return;
         }
         let expecting = self.acks != 0 && !self.inflight.is_empty();
-        if !expecting && limit.is_none() {
-            return;
-        }
-        let mut fd = libc::pollfd {
-            fd: self.stream.as_raw_fd(),
+        let pollfd = |fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
         };
+        let mut fds = [pollfd(-1), pollfd(-1)];
+        let mut n = 0;
+        let watched = expecting.then(|| self.stream.as_raw_fd());
+        for fd in watched
+            .into_iter()
+            .chain(self.tail.as_ref().and_then(Tail::fd))
+        {
+            fds[n] = pollfd(fd);
+            n += 1;
+        }
+        if n == 0 && limit.is_none() {
+            return;
+        }
         let timeout = limit.map(|d| libc::timespec {
             tv_sec: d.as_secs() as libc::time_t,
             tv_nsec: d.subsec_nanos() as libc::c_long,
@@ -415,11 +410,11 @@ impl Acks {
         let timeout_ptr = timeout
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: one valid pollfd (or none), a timespec that outlives the call, no sigmask.
+        // SAFETY: `n` valid pollfds, a timespec that outlives the call, no sigmask.
         unsafe {
             libc::ppoll(
-                &mut fd,
-                libc::nfds_t::from(expecting),
+                fds.as_mut_ptr(),
+                n as libc::nfds_t,
                 timeout_ptr,
                 std::ptr::null(),
             )
