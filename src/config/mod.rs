@@ -96,7 +96,7 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
     ("shardlog.stall.detection.ms", "0"),
     ("shardlog.latency.report.ms", "0"),
     ("shardlog.log.durability", "sync"),
-    ("shardlog.log.preallocate.bytes", "0"),
+    ("shardlog.log.preallocate.bytes", "4194304"),
     ("shardlog.io.memory.bytes", "134217728"),
 ];
 
