@@ -7,7 +7,8 @@
 //! frame read to its response written, Kafka's TotalTimeMs less the read); `queue` is an
 //! append's wait for its partition's write round (rounds run one at a time); `write` is a
 //! round's O_DIRECT write on io_uring; `sync` an fdatasync (`shardlog.log.durability=sync`);
-//! `send` a response's wait for the socket once it is ready (Kafka's ResponseQueueTimeMs plus
+//! `durable` a round's time from its write completing to the high watermark covering it (what
+//! a tailing consumer waits for beyond acks=1; `sync` durability only); `send` a response's wait for the socket once it is ready (Kafka's ResponseQueueTimeMs plus
 //! ResponseSendTimeMs). Recording is off unless the report is on, and then costs one clock
 //! read and one histogram increment per stage.
 
@@ -23,16 +24,18 @@ pub enum Stage {
     Queue,
     Write,
     Sync,
+    Durable,
     Send,
 }
 
 impl Stage {
-    const ALL: [Stage; 6] = [
+    const ALL: [Stage; 7] = [
         Stage::Read,
         Stage::Request,
         Stage::Queue,
         Stage::Write,
         Stage::Sync,
+        Stage::Durable,
         Stage::Send,
     ];
 
@@ -43,6 +46,7 @@ impl Stage {
             Stage::Queue => "queue",
             Stage::Write => "write",
             Stage::Sync => "sync",
+            Stage::Durable => "durable",
             Stage::Send => "send",
         }
     }

@@ -205,6 +205,9 @@ pub struct Partition {
     syncer_wake: Event,
     syncer_running: Cell<bool>,
     syncer_done: Event,
+    /// Rounds written and not yet covered by the high watermark: the offset after each and
+    /// when its write completed (only while the latency report is on).
+    written_at: RefCell<VecDeque<(i64, std::time::Instant)>>,
     /// acks=-1 answers waiting for the high watermark, by the offset it must reach.
     waiting: RefCell<BTreeMap<i64, Vec<(Reply, Appended)>>>,
     /// Notified (on the owning shard) whenever any partition's high watermark moves.
@@ -243,6 +246,7 @@ impl Partition {
             syncer_wake: Event::new(),
             syncer_running: Cell::new(true),
             syncer_done: Event::new(),
+            written_at: RefCell::new(VecDeque::new()),
             waiting: RefCell::new(BTreeMap::new()),
             data_appended,
             closing: Cell::new(false),
@@ -680,6 +684,11 @@ impl Partition {
         match self.settings.durability {
             Durability::Write => self.durable_to(written.end),
             Durability::Sync => {
+                if let Some(now) = crate::timing::start() {
+                    self.written_at
+                        .borrow_mut()
+                        .push_back((written.end.offset, now));
+                }
                 self.syncer_wake.notify(1);
             }
         }
@@ -709,6 +718,13 @@ impl Partition {
             return;
         }
         self.high_watermark.set(to);
+        {
+            let mut written = self.written_at.borrow_mut();
+            while let Some(&(_, at)) = written.front().filter(|(end, _)| *end <= to.offset) {
+                crate::timing::record(crate::timing::Stage::Durable, Some(at));
+                written.pop_front();
+            }
+        }
         self.producers.borrow_mut().on_high_watermark(to.offset);
         let ready: Vec<(Reply, Appended)> = {
             let mut waiting = self.waiting.borrow_mut();
