@@ -170,21 +170,11 @@ fn the_broker_reports_where_produce_requests_waited() {
         round_trip > 0.0 && round_trip <= percentile(&fast, "latency_ms", "p99"),
         "{fast}"
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let line = loop {
-        let text = broker.stderr_text();
-        if let Some(line) = text
-            .lines()
-            .find(|l| l.contains("produce path (ms): read n="))
-        {
-            break line.to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no produce-path report in: {}",
-            broker.stderr_tail()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    let Some(line) = broker.wait_for_stderr_line(
+        "produce path (ms): read n=",
+        std::time::Duration::from_secs(20),
+    ) else {
+        panic!("no produce-path report in: {}", broker.stderr_tail());
     };
     // Every stage of an acks=1 append under the default flush rule (fdatasync) shows up.
     for stage in [

@@ -251,18 +251,16 @@ fn a_consumer_that_goes_away_mid_read_has_its_read_ahead_released() {
         let _ = read(&c, 5_000, "the reader that leaves");
         // Dropped here, in the middle of the partition, without a word to the broker.
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !broker
-        .stderr_text()
-        .contains("bytes of read-ahead of idle readers")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the read-ahead of the reader that left was not released in 10 s{}",
-            broker.stderr_tail()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        broker
+            .wait_for_stderr_line(
+                "bytes of read-ahead of idle readers",
+                Duration::from_secs(10)
+            )
+            .is_some(),
+        "the read-ahead of the reader that left was not released in 10 s{}",
+        broker.stderr_tail()
+    );
     // A new reader reads everything.
     let c = consumer(&bootstrap, "left", 0);
     assert_eq!(
@@ -315,8 +313,11 @@ fn a_segment_that_cannot_be_read_is_answered_with_kafka_storage_error() {
     assert_eq!(code, 56, "KAFKA_STORAGE_ERROR after {tries:?}");
     assert!(
         broker
-            .stderr_text()
-            .contains("00000000000000000000.log: cannot read it"),
+            .wait_for_stderr_line(
+                "00000000000000000000.log: cannot read it",
+                Duration::from_secs(10)
+            )
+            .is_some(),
         "the broker names the file{}",
         broker.stderr_tail()
     );

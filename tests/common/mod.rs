@@ -430,6 +430,22 @@ impl Broker {
             .unwrap_or_default()
     }
 
+    /// The first line of this broker's stderr containing `needle`, waiting up to `timeout` for
+    /// it (the broker logs through a background writer, so a line lands a little after the
+    /// event that it reports).
+    pub fn wait_for_stderr_line(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.stderr_text().lines().find(|l| l.contains(needle)) {
+                return Some(line.to_string());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The last lines of this broker's stderr, formatted for appending to a panic message.
     pub fn stderr_tail(&self) -> String {
         match &self.stderr_path {
