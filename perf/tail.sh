@@ -10,11 +10,12 @@
 # total latency of 16 KiB O_DIRECT appends at QD 1 and the operating point's write rate, as
 # the broker writes them: per write, and as the wait it imposes on work due at a random
 # instant, which is what an open-loop percentile sees; then with an fdatasync after each
-# write). Each run's row shows the record latency and the requests' round trips: the
-# difference is time records queued in the producer. After each run the broker's own account
-# of where its Produce requests waited (`shardlog.latency.report.ms`: request, round queue,
-# device write, fdatasync, response send) and the stalls its shard saw
-# (`shardlog.stall.detection.ms=5`).
+# write; and the flush floor of perf/flush_floor.py, below which no `durable` stage and so no
+# end-to-end latency under the default flush rule can go). Each run's row shows the record
+# latency and the requests' round trips: the difference is time records queued in the producer.
+# After each run the broker's own account of where its Produce requests waited
+# (`shardlog.latency.report.ms`: request, round queue, device write, fdatasync, response send)
+# and the stalls its shard saw (`shardlog.stall.detection.ms=5`).
 #
 # Nothing else may run on CPU 0 or 1 meanwhile: a process sampling /proc on CPU 0 once a
 # second was enough to put the client's p99 at 10-40 ms (RESULTS.md, issue 10).
@@ -88,6 +89,9 @@ EOF
 else
   echo "device floor: fio not installed (apt-get install fio)"
 fi
+# The floor of the `durable` stage: flushes back to back, each record waiting for the rest of
+# the flush in flight plus the next one (perf/flush_floor.py says why).
+taskset -c 0 python3 "$(dirname "$0")/flush_floor.py" "$work" "$secs" || echo "flush floor: no result"
 # One report at shutdown covers the whole run.
 timing=(--set shardlog.latency.report.ms=3600000 --set shardlog.stall.detection.ms=5)
 broker_lines=()

@@ -365,9 +365,12 @@ pub fn run(cmd: PerfCommand) -> anyhow::Result<()> {
             if !(seconds > 0.0 && seconds <= 3600.0) {
                 anyhow::bail!("--seconds must be between 0 and 3600, got {seconds}");
             }
-            for gaps in super::jitter::measure(&cpus, std::time::Duration::from_secs_f64(seconds))?
-            {
+            let all = super::jitter::measure(&cpus, std::time::Duration::from_secs_f64(seconds))?;
+            for gaps in &all {
                 println!("{}", if json { gaps.json() } else { gaps.text() });
+            }
+            if all.len() > 1 && !json {
+                println!("{}", super::jitter::combined_text(&all));
             }
             Ok(())
         }
