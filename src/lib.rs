@@ -3,13 +3,15 @@
 //! Module map: `config` (Kafka-named settings), `metadata` (topic table, placement),
 //! `server` (process, listeners, connections), `shard` (executors, mesh, routing, admin),
 //! `protocol` (API table, framing, error codes), `handlers` (one per Kafka API),
-//! `partition` (per-partition owner: log, producer state, offsets),
+//! `partition` (per-partition owner: log, producer state, offsets, replication state),
+//! `cluster` (replica placement; the controller quorum and replica fetcher to come),
 //! `storage` (segments, indexes, recovery, retention), `record` (batch validation),
 //! `client` (the project's own Kafka client, used by the CLI), `alloc` (allocation guard),
 //! `timing` (where a Produce request waits, per shard).
 
 pub mod alloc;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod handlers;

@@ -16,7 +16,9 @@
 //! back; under `write` the HW follows the log end. Replication will change only this: the HW
 //! will follow what the in-sync replicas hold.
 
+pub mod epoch_cache;
 pub mod producer_state;
+pub mod replica;
 pub mod snapshot;
 
 use std::cell::{Cell, RefCell};
