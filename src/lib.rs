@@ -6,7 +6,8 @@
 //! `partition` (per-partition owner: log, producer state, offsets, replication state),
 //! `cluster` (replica placement; the controller quorum and replica fetcher to come),
 //! `storage` (segments, indexes, recovery, retention), `record` (batch validation),
-//! `client` (the project's own Kafka client, used by the CLI), `alloc` (allocation guard),
+//! `client` (the project's own Kafka client, used by the CLI), `sim` (a seeded simulator of
+//! a replicated cluster over the state machines of `cluster` and `partition::replica`), `alloc` (allocation guard),
 //! `timing` (where a Produce request waits, per shard).
 
 pub mod alloc;
@@ -22,6 +23,7 @@ pub mod protocol;
 pub mod record;
 pub mod server;
 pub mod shard;
+pub mod sim;
 pub mod storage;
 pub mod timing;
 pub mod tools;

@@ -74,6 +74,22 @@ pub struct NotEnoughReplicas {
     pub min_insync_replicas: usize,
 }
 
+/// What a broker brings to a leadership it was just given.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaderStart<'a> {
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: &'a [i32],
+    pub isr: &'a [i32],
+    /// Its log end: where the new epoch starts writing.
+    pub epoch_start_offset: i64,
+    /// Its log end as far as it counts for HW (what is fdatasynced, under the default rule).
+    pub leader_end: i64,
+    /// The HW it had as a follower, at most `leader_end`.
+    pub high_watermark: i64,
+}
+
 /// The leader's side of one partition's replication.
 #[derive(Clone, Debug)]
 pub struct LeaderReplication {
@@ -94,27 +110,28 @@ pub struct LeaderReplication {
 }
 
 impl LeaderReplication {
-    /// This broker became leader at `leader_epoch` with the controller's `isr` and `replicas`;
-    /// `leader_end` is its log end and `high_watermark` the HW it had as a follower. ISR members
-    /// start as caught up now, the others as never; no follower's LEO is known yet, so the HW
-    /// stays put until every ISR member has fetched.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        leader_id: i32,
-        leader_epoch: i32,
-        partition_epoch: i32,
-        replicas: &[i32],
-        isr: &[i32],
-        leader_end: i64,
-        high_watermark: i64,
-        now_ms: i64,
-        settings: ReplicationSettings,
-    ) -> Self {
+    /// This broker became leader as `start` says. ISR members start as caught up now, the
+    /// others as never; no follower's LEO is known yet, so the HW stays put until every ISR
+    /// member has fetched.
+    pub fn new(start: LeaderStart<'_>, now_ms: i64, settings: ReplicationSettings) -> Self {
+        let LeaderStart {
+            leader_id,
+            leader_epoch,
+            partition_epoch,
+            replicas,
+            isr,
+            epoch_start_offset,
+            leader_end,
+            high_watermark,
+        } = start;
         assert!(
             isr.contains(&leader_id),
             "leader {leader_id} is not in the ISR {isr:?}"
         );
-        assert!(high_watermark <= leader_end);
+        assert!(
+            high_watermark <= leader_end && leader_end <= epoch_start_offset,
+            "HW {high_watermark}, durable end {leader_end}, log end {epoch_start_offset}"
+        );
         let followers = replicas
             .iter()
             .filter(|&&r| r != leader_id)
@@ -137,7 +154,7 @@ impl LeaderReplication {
             leader_id,
             leader_epoch,
             partition_epoch,
-            epoch_start_offset: leader_end,
+            epoch_start_offset,
             isr: isr.iter().copied().collect(),
             pending: None,
             followers,
@@ -272,8 +289,12 @@ impl LeaderReplication {
         }
     }
 
-    /// The controller refused the change in flight (a stale partition epoch, say): the next
-    /// fetch or tick computes a new one.
+    /// The controller refused the change in flight for good (an ineligible replica, say): the
+    /// next fetch or tick computes a new one. A change that was lost or timed out is sent
+    /// again instead, and one refused for a stale partition or leader epoch stays pending
+    /// until the metadata that moved the partition on arrives ([`Self::on_isr_committed`]):
+    /// until then the replicas it adds keep counting toward HW, which is what keeps HW at or
+    /// below every member's log end whichever way the controller decided.
     pub fn on_isr_rejected(&mut self) {
         self.pending = None;
     }
@@ -396,8 +417,21 @@ mod tests {
         min_insync_replicas: 2,
     };
 
+    fn start<'a>(isr: &'a [i32], replicas: &'a [i32], end: i64, hw: i64) -> LeaderStart<'a> {
+        LeaderStart {
+            leader_id: 1,
+            leader_epoch: 5,
+            partition_epoch: 7,
+            replicas,
+            isr,
+            epoch_start_offset: end,
+            leader_end: end,
+            high_watermark: hw,
+        }
+    }
+
     fn leader(isr: &[i32], end: i64) -> LeaderReplication {
-        LeaderReplication::new(1, 5, 7, &[1, 2, 3], isr, end, 0, 0, SETTINGS)
+        LeaderReplication::new(start(isr, &[1, 2, 3], end, 0), 0, SETTINGS)
     }
 
     #[test]
@@ -470,7 +504,7 @@ mod tests {
 
     #[test]
     fn a_replica_joins_only_after_the_start_of_the_leaders_epoch() {
-        let mut l = LeaderReplication::new(1, 5, 7, &[1, 2], &[1], 30, 20, 0, SETTINGS);
+        let mut l = LeaderReplication::new(start(&[1], &[1, 2], 30, 20), 0, SETTINGS);
         assert_eq!(l.on_follower_fetch(2, 25, 1).propose_isr, None);
         assert!(l.on_follower_fetch(2, 30, 2).propose_isr.is_some());
     }
