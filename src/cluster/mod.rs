@@ -1,8 +1,9 @@
 //! The cluster: the metadata records and the image they build ([`image`]), the active
 //! controller's decisions over them ([`controller`]), and where replicas go ([`placement`]).
-//! The controller quorum (raft-rs) and the replica fetcher will live here too; the replica
-//! state of one partition (ISR, HW, epochs) is [`crate::partition::replica`].
+//! The controller quorum is raft-rs behind [`quorum`]. The replica fetcher will live here too;
+//! the replica state of one partition (ISR, HW, epochs) is [`crate::partition::replica`].
 
 pub mod controller;
 pub mod image;
 pub mod placement;
+pub mod quorum;
