@@ -5,11 +5,13 @@
 //! Invariant: a `BrokerConfig` or `LogConfig` that exists has been fully validated; nothing later
 //! re-parses a value that came from outside.
 
+pub mod cluster;
 pub mod topic;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use cluster::ClusterConfig;
 pub use topic::{LogConfig, TopicConfigs};
 
 /// Where a configuration value came from, as DescribeConfigs reports it.
@@ -105,6 +107,8 @@ const BROKER_DEFAULTS: &[(&str, &str)] = &[
 pub struct BrokerConfig {
     values: BTreeMap<String, (String, ConfigSource)>,
     pub node_id: i32,
+    /// Roles, the controller quorum, listeners by name and the replication settings.
+    pub cluster: ClusterConfig,
     pub cluster_id: String,
     pub listen_host: String,
     pub listen_port: u16,
@@ -170,37 +174,12 @@ pub struct BrokerConfig {
     pub log_defaults: LogConfig,
 }
 
-fn parse_listener(value: &str, key: &str) -> anyhow::Result<(String, u16)> {
-    let first = value.split(',').next().unwrap_or("").trim();
-    let rest = first.split_once("://").ok_or_else(|| {
-        anyhow::anyhow!("{key}: '{value}' is not of the form PLAINTEXT://host:port")
-    })?;
-    if !rest.0.eq_ignore_ascii_case("PLAINTEXT") {
-        anyhow::bail!(
-            "{key}: only PLAINTEXT listeners are supported, not '{}'",
-            rest.0
-        );
-    }
-    let (host, port) = rest
-        .1
-        .rsplit_once(':')
-        .ok_or_else(|| anyhow::anyhow!("{key}: '{value}' has no port"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{key}: port '{port}' is not a number 0-65535"))?;
-    let host = if host.is_empty() {
-        "0.0.0.0".to_string()
-    } else {
-        host.trim_matches(['[', ']']).to_string()
-    };
-    Ok((host, port))
-}
-
 impl BrokerConfig {
     /// Embedded defaults, then the properties file, then `--set` overrides (last wins).
     pub fn load(file: Option<&std::path::Path>, overrides: &[String]) -> anyhow::Result<Self> {
         let mut values: BTreeMap<String, (String, ConfigSource)> = BROKER_DEFAULTS
             .iter()
+            .chain(cluster::CLUSTER_DEFAULTS)
             .map(|(k, v)| (k.to_string(), (v.to_string(), ConfigSource::Default)))
             .collect();
         let mut explicit = Vec::new();
@@ -264,7 +243,17 @@ impl BrokerConfig {
         } else {
             num("broker.id")?
         } as i32;
-        let (listen_host, listen_port) = parse_listener(get("listeners"), "listeners")?;
+        let cluster = ClusterConfig::parse(node_id, &|k| get(k).to_string())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !cluster.broker {
+            anyhow::bail!(
+                "process.roles: a controller-only node is not served yet; use broker,controller"
+            );
+        }
+        let client = cluster
+            .client_listener()
+            .ok_or_else(|| anyhow::anyhow!("listeners: no client listener"))?;
+        let (listen_host, listen_port) = (client.host.clone(), client.port);
         let (advertised_host, advertised_port) = if get("advertised.listeners").is_empty() {
             let host = if listen_host == "0.0.0.0" {
                 "127.0.0.1".to_string()
@@ -280,8 +269,24 @@ impl BrokerConfig {
                 },
             )
         } else {
-            let (h, p) = parse_listener(get("advertised.listeners"), "advertised.listeners")?;
-            (h, Some(p))
+            let map: BTreeMap<String, String> = cluster
+                .listeners
+                .iter()
+                .map(|l| (l.name.clone(), "PLAINTEXT".to_string()))
+                .collect();
+            let advertised =
+                cluster::parse_listeners(get("advertised.listeners"), "advertised.listeners", &map)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let chosen = advertised
+                .iter()
+                .find(|l| l.name == client.name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "advertised.listeners: no entry for the client listener {}",
+                        client.name
+                    )
+                })?;
+            (chosen.host.clone(), Some(chosen.port))
         };
         let log_dirs = if is_set("log.dirs") || !is_set("log.dir") {
             get("log.dirs")
@@ -357,6 +362,7 @@ impl BrokerConfig {
         }
         let cfg = BrokerConfig {
             node_id,
+            cluster,
             cluster_id: get("cluster.id").to_string(),
             listen_host,
             listen_port,
