@@ -59,6 +59,7 @@ fn every_advertised_version_answers() {
         );
     }
 
+    let mut topic_id = uuid::Uuid::nil();
     for v in range(&apis, ApiKey::Metadata) {
         let mut t = metadata_request::MetadataRequestTopic::default();
         t.name = Some(tn(topic));
@@ -70,7 +71,11 @@ fn every_advertised_version_answers() {
         assert_eq!(resp.brokers.len(), 1, "Metadata v{v}");
         assert_eq!(resp.topics[0].error_code, 0, "Metadata v{v}");
         assert_eq!(resp.topics[0].partitions.len(), 1, "Metadata v{v}");
+        if v >= 10 {
+            topic_id = resp.topics[0].topic_id;
+        }
     }
+    assert!(!topic_id.is_nil(), "Metadata v10+ gives the topic id");
 
     let mut produced = 0i64;
     for v in range(&apis, ApiKey::Produce) {
@@ -110,7 +115,12 @@ fn every_advertised_version_answers() {
         let mut p = fetch_request::FetchPartition::default();
         p.partition_max_bytes = 1 << 20;
         let mut t = fetch_request::FetchTopic::default();
-        t.topic = tn(topic);
+        // By name up to v12, by id from v13.
+        if v >= 13 {
+            t.topic_id = topic_id;
+        } else {
+            t.topic = tn(topic);
+        }
         t.partitions = vec![p];
         let mut r = FetchRequest::default();
         r.max_bytes = 1 << 20;
@@ -140,10 +150,30 @@ fn every_advertised_version_answers() {
             resp.responses[0].partitions[0].error_code, 1,
             "Fetch v{v} OFFSET_OUT_OF_RANGE"
         );
+        if v >= 13 {
+            assert_eq!(
+                resp.responses[0].topic_id, topic_id,
+                "Fetch v{v} echoes the id"
+            );
+            let mut r3 = r.clone();
+            r3.topics[0].topic_id = uuid::Uuid::from_bytes([0x77; 16]);
+            let resp = c
+                .send(&r3, v)
+                .unwrap_or_else(|e| panic!("Fetch v{v} (unknown id): {e}"));
+            assert_eq!(
+                resp.responses[0].partitions[0].error_code, 100,
+                "Fetch v{v} UNKNOWN_TOPIC_ID"
+            );
+        }
     }
 
     for v in range(&apis, ApiKey::ListOffsets) {
-        for (ts, expected) in [(-2i64, 0i64), (-1, produced), (0, 0)] {
+        let mut cases = vec![(-2i64, 0i64), (-1, produced), (0, 0)];
+        if v >= 9 {
+            // Earliest local is the log start; latest tiered has no answer without tiering.
+            cases.extend([(-4, 0), (-5, -1)]);
+        }
+        for (ts, expected) in cases {
             let mut p = list_offsets_request::ListOffsetsPartition::default();
             p.timestamp = ts;
             let mut t = list_offsets_request::ListOffsetsTopic::default();

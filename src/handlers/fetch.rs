@@ -5,6 +5,9 @@
 //! Under read_uncommitted a reader sees up to the high watermark; under read_committed
 //! (`isolation_level` 1) up to the last stable offset, with the aborted transactions of what it
 //! read listed so it can drop their records (`aborted_transactions`, null otherwise).
+//! From v13 on topics are named by id (an unknown one gets UNKNOWN_TOPIC_ID); v15's replica
+//! state and v17's replica directory id matter only to followers, and the KIP-951 leader hints
+//! of v16 (tagged fields) are left out since this broker leads every partition it has.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -23,6 +26,7 @@ use crate::shard::{OpKind, OpOutcome, OpResult, PartitionOp, Shard, ShardRequest
 use crate::storage::log::Fetched;
 
 struct Wanted {
+    /// Empty for a topic id (Fetch v13+) that names no topic.
     topic: String,
     partition: i32,
     offset: i64,
@@ -106,11 +110,32 @@ pub async fn handle(
     } else {
         request.max_bytes as usize
     };
+    // From v13 on topics come by id: each is named from the metadata snapshot, and one that
+    // names no topic gets UNKNOWN_TOPIC_ID.
+    let names: Vec<Option<String>> = if version >= 13 {
+        let meta = shard.metadata();
+        request
+            .topics
+            .iter()
+            .map(|t| {
+                meta.topics
+                    .values()
+                    .find(|m| m.id == *t.topic_id.as_bytes())
+                    .map(|m| m.name.clone())
+            })
+            .collect()
+    } else {
+        request
+            .topics
+            .iter()
+            .map(|t| Some(t.topic.0.as_str().to_string()))
+            .collect()
+    };
     let mut wanted = Vec::new();
-    for t in &request.topics {
+    for (t, name) in request.topics.iter().zip(&names) {
         for p in &t.partitions {
             wanted.push(Wanted {
-                topic: t.topic.0.as_str().to_string(),
+                topic: name.clone().unwrap_or_default(),
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
@@ -139,7 +164,8 @@ pub async fn handle(
     let mut files = Vec::new();
     let mut total = 0usize;
     let mut outcomes = outcomes.into_iter();
-    for t in request.topics {
+    for (t, name) in request.topics.into_iter().zip(names) {
+        let known = name.is_some();
         let mut topic = FetchableTopicResponse::default();
         topic.topic = t.topic.clone();
         topic.topic_id = t.topic_id;
@@ -199,6 +225,12 @@ pub async fn handle(
                             }
                         }
                     }
+                }
+                Some(Err(_)) if !known => {
+                    part.error_code = crate::protocol::error::UNKNOWN_TOPIC_ID;
+                    part.high_watermark = -1;
+                    part.last_stable_offset = -1;
+                    part.log_start_offset = -1;
                 }
                 Some(Err((e, offsets))) => {
                     part.error_code = KafkaError::from(&e).code;

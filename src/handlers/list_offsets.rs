@@ -1,4 +1,5 @@
-//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), or the first
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4), latest
+//! tiered (-5: none, there is no tiered storage; v9+), or the first
 //! offset whose record timestamp is at or after a given time (through the time index). Under
 //! read_committed (`isolation_level` 1) latest is the last stable offset, and no answer lies at
 //! or past it; under read_uncommitted the same holds for the high watermark.

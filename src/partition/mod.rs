@@ -361,7 +361,9 @@ impl Partition {
     }
 
     /// Kafka's ListOffsets for a timestamp (-1 latest, -2 earliest, -3 max timestamp, -4
-    /// earliest local, or a time): (offset, timestamp), or `None` when no record qualifies.
+    /// earliest local, -5 latest tiered, or a time): (offset, timestamp), or `None` when no
+    /// record qualifies. With no tiered storage, -4 is the log start and -5 has no answer
+    /// (offset -1), as in Kafka with remote storage off.
     /// Nothing at or past what `isolation` may read is ever answered.
     pub async fn offset_for(
         &self,
@@ -372,6 +374,7 @@ impl Partition {
         let found = match timestamp {
             -1 => return Ok(Some((fetchable, -1))),
             -2 | -4 => return Ok(Some((self.log_start_offset(), -1))),
+            -5 => return Ok(None),
             -3 => self.log.max_timestamp_offset().await?,
             t => self.log.offset_for_timestamp(t.max(0)).await?,
         };

@@ -147,7 +147,7 @@ impl Framer {
 }
 
 /// The whole frame (size prefix, response header, body) of a Fetch response of `version`
-/// (4–12). `beside` has one entry per partition in response order: `Some` where that
+/// (4–17). `beside` has one entry per partition in response order: `Some` where that
 /// partition's records travel beside the message (its `records` field is then ignored).
 pub fn frame(
     correlation_id: i32,
@@ -173,7 +173,11 @@ pub fn frame(
     f.array_len(Some(response.responses.len()));
     let mut beside = beside.iter();
     for topic in &response.responses {
-        f.string(topic.topic.0.as_str());
+        if version >= 13 {
+            f.buf.put_slice(topic.topic_id.as_bytes());
+        } else {
+            f.string(topic.topic.0.as_str());
+        }
         f.array_len(Some(topic.partitions.len()));
         for p in &topic.partitions {
             f.buf.put_i32(p.partition_index);
@@ -223,6 +227,7 @@ mod tests {
         for (t, name) in ["alpha", "beta"].iter().enumerate() {
             let mut topic = FetchableTopicResponse::default();
             topic.topic = crate::protocol::topic_name(name);
+            topic.topic_id = uuid::Uuid::from_bytes([t as u8 + 1; 16]);
             for i in 0..3 {
                 let mut p = PartitionData::default();
                 p.partition_index = i;
@@ -265,7 +270,7 @@ mod tests {
     fn matches_the_codec_for_every_version() {
         let big = Bytes::from(vec![0xab; SEPARATE_PART_BYTES + 5]);
         let r = response(big);
-        for version in 4..=12 {
+        for version in 4..=17 {
             let ours = frame(42, version, &r, &[]);
             let theirs =
                 crate::protocol::frame(42, ApiKey::Fetch, version, &ResponseKind::Fetch(r.clone()))
@@ -288,7 +293,7 @@ mod tests {
             len: 1000,
             first_batch_len: 700,
         };
-        for version in [4i16, 12] {
+        for version in [4i16, 12, 17] {
             let parts = frame(
                 1,
                 version,

@@ -500,7 +500,7 @@ impl Shard {
                 timestamp,
                 isolation,
             } => {
-                if timestamp < -4 {
+                if timestamp < -5 {
                     return failed(
                         OpError::Invalid(format!("unknown timestamp {timestamp}")),
                         &p,

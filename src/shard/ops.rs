@@ -29,7 +29,8 @@ pub enum OpKind {
         max_bytes: usize,
         isolation: Isolation,
     },
-    /// Kafka's ListOffsets timestamp: -1 latest, -2 earliest, -3 max timestamp, -4 earliest local.
+    /// Kafka's ListOffsets timestamp: -1 latest, -2 earliest, -3 max timestamp, -4 earliest local,
+    /// -5 latest tiered.
     ListOffsets {
         timestamp: i64,
         isolation: Isolation,
