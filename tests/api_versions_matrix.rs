@@ -405,3 +405,78 @@ fn every_advertised_version_answers() {
     assert_eq!(listed, apis);
     broker.terminate();
 }
+
+/// DescribeTopicPartitions (KIP-966) pages through topics sorted by name, a partition limit at
+/// a time, and goes on from the cursor it returned.
+#[test]
+fn describe_topic_partitions_pages_with_a_cursor() {
+    let mut broker = Broker::start(&[], 1);
+    let addr = broker.bootstrap();
+    let mut c = Client::connect(&addr).expect("connect");
+    for (name, partitions) in [("dtp-a", 3), ("dtp-b", 2), ("dtp-c", 1)] {
+        create_topic(&addr, name, partitions, &[]);
+    }
+    let request = |names: &[&str], limit: i32, cursor: Option<(&str, i32)>| {
+        let mut r = DescribeTopicPartitionsRequest::default();
+        r.topics = names
+            .iter()
+            .map(|n| describe_topic_partitions_request::TopicRequest::default().with_name(tn(n)))
+            .collect();
+        r.response_partition_limit = limit;
+        r.cursor = cursor.map(|(t, p)| {
+            describe_topic_partitions_request::Cursor::default()
+                .with_topic_name(tn(t))
+                .with_partition_index(p)
+        });
+        r
+    };
+    let listed = |r: &DescribeTopicPartitionsResponse| -> Vec<(String, i16, Vec<i32>)> {
+        r.topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name.as_ref().map_or(String::new(), |n| n.0.to_string()),
+                    t.error_code,
+                    t.partitions.iter().map(|p| p.partition_index).collect(),
+                )
+            })
+            .collect()
+    };
+    let names = ["dtp-c", "nope", "dtp-a", "dtp-b"];
+    let first = c.send(&request(&names, 4, None), 0).expect("page 1");
+    assert_eq!(
+        listed(&first),
+        vec![
+            ("dtp-a".to_string(), 0, vec![0, 1, 2]),
+            ("dtp-b".to_string(), 0, vec![0]),
+        ]
+    );
+    let cursor = first.next_cursor.expect("a cursor");
+    assert_eq!(
+        (cursor.topic_name.0.as_str(), cursor.partition_index),
+        ("dtp-b", 1)
+    );
+    let p = &first.topics[0].partitions[0];
+    assert_eq!((p.leader_id.0, p.leader_epoch), (0, 0));
+    assert!(!first.topics[0].topic_id.is_nil());
+    let second = c
+        .send(&request(&names, 4, Some(("dtp-b", 1))), 0)
+        .expect("page 2");
+    assert_eq!(
+        listed(&second),
+        vec![
+            ("dtp-b".to_string(), 0, vec![1]),
+            ("dtp-c".to_string(), 0, vec![0]),
+            ("nope".to_string(), 3, vec![]),
+        ]
+    );
+    assert!(second.next_cursor.is_none());
+    // No topics named: every topic; a cursor outside the named topics is refused.
+    let all = c.send(&request(&[], 0, None), 0).expect("all");
+    assert_eq!(all.topics.len(), 3);
+    let bad = c
+        .send(&request(&["dtp-a"], 10, Some(("dtp-z", 0))), 0)
+        .expect("bad cursor");
+    assert_eq!(bad.topics[0].error_code, 42, "INVALID_REQUEST");
+    broker.terminate();
+}

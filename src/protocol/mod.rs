@@ -43,6 +43,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -194,6 +195,9 @@ pub async fn handle(
         ),
         RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(
             handlers::describe_cluster::handle(shard, version, r).await,
+        ),
+        RequestKind::DescribeTopicPartitions(r) => ResponseKind::DescribeTopicPartitions(
+            handlers::describe_topic_partitions::handle(shard, version, r).await,
         ),
         RequestKind::JoinGroup(r) => {
             let client_id = header.client_id.as_deref().unwrap_or("");
