@@ -217,7 +217,9 @@ impl Controller {
                 });
                 records.extend(self.remove_broker(hb.broker_id));
             }
-        } else if broker.fenced && caught_up {
+        } else if broker.fenced && caught_up && !broker.shutting_down {
+            // (A broker that asked to shut down stays shutting down until it registers again,
+            // whatever an older heartbeat arriving late says.)
             records.push(MetadataRecord::UnfenceBroker {
                 id: hb.broker_id,
                 epoch: hb.broker_epoch,
@@ -225,10 +227,12 @@ impl Controller {
             records.extend(self.elect_where_leaderless(hb.broker_id));
         }
         let leads_nothing = !self.image.partitions().any(|p| p.leader == hb.broker_id);
+        // May stop only if nothing changes with this heartbeat: what its records do is not in
+        // the image yet.
         let reply = HeartbeatReply {
             fenced: broker.fenced && records.is_empty(),
             caught_up,
-            shutdown_ok: broker.shutting_down && leads_nothing,
+            shutdown_ok: broker.shutting_down && leads_nothing && records.is_empty(),
         };
         Ok(ControllerResult::new(records, reply))
     }
@@ -912,6 +916,41 @@ mod tests {
         let r = c.heartbeat(hb, 200).unwrap();
         assert!(r.response.shutdown_ok);
         assert!(r.records.is_empty());
+        assert_replays(&c);
+    }
+
+    #[test]
+    fn a_late_heartbeat_does_not_undo_a_shutdown() {
+        let (mut c, epochs) = three();
+        topic(&mut c, 1);
+        // 1 is fenced, comes back as a new registration and asks to shut down before it has
+        // caught up; then an older heartbeat of it (sent before it asked) arrives.
+        heartbeat(&mut c, 2, epochs[&2], 8_000);
+        heartbeat(&mut c, 3, epochs[&3], 8_000);
+        let r = c.tick(9_500);
+        run(&mut c, r);
+        let r = c.register_broker(1, [1; 16], vec![], None, 9_600).unwrap();
+        let e1 = run(&mut c, r);
+        let shutdown = Heartbeat {
+            broker_id: 1,
+            broker_epoch: e1,
+            metadata_applied: 0,
+            want_shutdown: true,
+        };
+        let r = c.heartbeat(shutdown, 9_700).unwrap();
+        run(&mut c, r);
+        let late = Heartbeat {
+            want_shutdown: false,
+            metadata_applied: c.image().applied,
+            ..shutdown
+        };
+        let r = c.heartbeat(late, 9_710).unwrap();
+        assert!(
+            r.records.is_empty(),
+            "no unfencing of a broker shutting down"
+        );
+        assert!(c.image().broker(1).unwrap().shutting_down);
+        assert!(c.image().partitions().all(|p| p.leader != 1));
         assert_replays(&c);
     }
 

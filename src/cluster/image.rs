@@ -77,7 +77,8 @@ pub enum MetadataRecord {
         id: i32,
         epoch: i64,
     },
-    /// The broker asked to shut down: its leaderships are being moved away.
+    /// The broker asked to shut down: its leaderships are being moved away. It stays so until
+    /// it registers again.
     BrokerShuttingDown {
         id: i32,
         epoch: i64,
@@ -173,7 +174,6 @@ impl ClusterImage {
             MetadataRecord::UnfenceBroker { id, epoch } => {
                 if let Some(b) = self.broker_at(*id, *epoch) {
                     b.fenced = false;
-                    b.shutting_down = false;
                 }
             }
             MetadataRecord::FenceBroker { id, epoch } => {

@@ -289,12 +289,15 @@ impl LeaderReplication {
         }
     }
 
-    /// The controller refused the change in flight for good (an ineligible replica, say): the
-    /// next fetch or tick computes a new one. A change that was lost or timed out is sent
-    /// again instead, and one refused for a stale partition or leader epoch stays pending
-    /// until the metadata that moved the partition on arrives ([`Self::on_isr_committed`]):
-    /// until then the replicas it adds keep counting toward HW, which is what keeps HW at or
-    /// below every member's log end whichever way the controller decided.
+    /// The controller refused the change in flight on its merits, so it applied nothing
+    /// (INELIGIBLE_REPLICA, INVALID_REQUEST): the next fetch or tick computes a new one. Any
+    /// other outcome must not come here. A change that was lost or timed out is sent again, and
+    /// one refused because the partition moved on (a stale partition or leader epoch, another
+    /// leader) stays pending until the metadata that says what happened arrives
+    /// ([`Self::on_isr_committed`]): the controller may have applied it before and the answer
+    /// been lost, so until then the replicas it adds keep counting toward HW. That is what
+    /// keeps HW at or below the log end of every member of the controller's ISR, from which
+    /// the next leader is chosen.
     pub fn on_isr_rejected(&mut self) {
         self.pending = None;
     }

@@ -2,8 +2,8 @@
 //! VOPR): three brokers and an active controller, each driven through the project's own state
 //! machines without I/O ([`Controller`], [`LeaderReplication`], [`LeaderEpochCache`], the
 //! truncation rules), over a virtual clock and a network that drops, delays and reorders
-//! messages, cuts brokers off, crashes them (losing what they had not synced) and fails the
-//! controller over. The quorum itself is raft-rs's job and is taken as given here: the active
+//! messages, cuts brokers off, crashes them (losing what they had not synced), shuts them
+//! down cleanly (leaderships moved away first) and fails the controller over. The quorum itself is raft-rs's job and is taken as given here: the active
 //! controller's records commit in order.
 //!
 //! An acks=all producer writes throughout. Checked after every step: at most one leader per
@@ -101,6 +101,7 @@ pub struct Outcome {
     pub crashes: usize,
     pub leader_changes: usize,
     pub truncations: usize,
+    pub clean_shutdowns: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -140,6 +141,8 @@ enum Msg {
     },
     Heartbeat(Heartbeat),
     HeartbeatReply {
+        /// The broker asked to shut down and leads nothing now: it may stop.
+        shutdown_ok: bool,
         partitions: Vec<PartitionState>,
         /// Records the controller had applied when it answered.
         applied: u64,
@@ -276,6 +279,8 @@ impl Replica {
 
 struct Broker {
     alive: bool,
+    /// Shutting down cleanly: heartbeats ask for it until the controller says it may stop.
+    stopping: bool,
     incarnation: u64,
     epoch: Option<i64>,
     metadata_applied: u64,
@@ -372,6 +377,7 @@ impl Sim {
                 id,
                 Broker {
                     alive: true,
+                    stopping: false,
                     incarnation: 1,
                     epoch: None,
                     metadata_applied: 0,
@@ -523,7 +529,9 @@ impl Sim {
             Event::Crash => {
                 if self.faults_on {
                     let b = self.rng.range(1, BROKERS as i64) as i32;
-                    if self.brokers[&b].alive {
+                    if self.rng.chance(30) {
+                        self.begin_shutdown(b);
+                    } else if self.brokers[&b].alive {
                         self.crash(b);
                         let d = self.rng.range(100, 2_000);
                         self.at(d, Event::Restart(b));
@@ -580,6 +588,7 @@ impl Sim {
         self.outcome.crashes += 1;
         let broker = self.brokers.get_mut(&b).expect("broker");
         broker.alive = false;
+        broker.stopping = false;
         broker.epoch = None;
         broker.metadata_applied = 0;
         for r in broker.replicas.values_mut() {
@@ -628,10 +637,44 @@ impl Sim {
                 broker_id: b,
                 broker_epoch: epoch,
                 metadata_applied: broker.metadata_applied,
-                want_shutdown: false,
+                want_shutdown: broker.stopping,
             }),
         };
         self.send(Node::Broker(b), Node::Controller, msg);
+    }
+
+    /// A SIGTERM: the broker asks the controller to move its leaderships away, and stops once
+    /// it leads nothing, its logs synced.
+    fn begin_shutdown(&mut self, b: i32) {
+        let broker = self.brokers.get_mut(&b).expect("broker");
+        if broker.alive && broker.epoch.is_some() && !broker.stopping {
+            broker.stopping = true;
+            self.heartbeat(b);
+        }
+    }
+
+    fn stop_cleanly(&mut self, b: i32) -> Result<(), String> {
+        if let Some(p) = self.controller.image().partitions().find(|p| p.leader == b) {
+            return Err(format!(
+                "broker {b} was let shut down while it leads partition {}",
+                p.partition
+            ));
+        }
+        self.outcome.clean_shutdowns += 1;
+        for r in self
+            .brokers
+            .get_mut(&b)
+            .expect("broker")
+            .replicas
+            .values_mut()
+        {
+            r.synced = r.log.len();
+        }
+        self.crash(b);
+        self.outcome.crashes -= 1;
+        let d = self.rng.range(100, 2_000);
+        self.at(d, Event::Restart(b));
+        Ok(())
     }
 
     fn at_controller(&mut self, from: Node, msg: Msg) {
@@ -651,6 +694,7 @@ impl Sim {
                     self.controller.replay(&r.records);
                     let partitions = self.controller.image().partitions().cloned().collect();
                     let reply = Msg::HeartbeatReply {
+                        shutdown_ok: r.response.shutdown_ok,
                         partitions,
                         applied: self.controller.image().applied,
                     };
@@ -685,12 +729,15 @@ impl Sim {
                 self.brokers.get_mut(&b).expect("broker").epoch = None;
             }
             Msg::HeartbeatReply {
+                shutdown_ok,
                 partitions,
                 applied,
-                ..
             } => {
                 let broker = self.brokers.get_mut(&b).expect("broker");
                 broker.metadata_applied = broker.metadata_applied.max(applied);
+                if broker.stopping && shutdown_ok {
+                    return self.stop_cleanly(b);
+                }
                 for p in partitions {
                     self.metadata(b, p)?;
                 }
@@ -713,23 +760,28 @@ impl Sim {
                     }
                     // The broker registered again: the retry goes with its new epoch.
                     (_, Err(ControllerError::StaleBrokerEpoch)) => Effects::default(),
-                    // The partition moved on: the change stays pending until the metadata
-                    // that says how arrives (Kafka keeps its pending ISR state too).
+                    // Refused on its merits, so nothing was applied: back to the committed ISR.
                     (
-                        Role::Leader(_),
+                        Role::Leader(l),
                         Err(
-                            ControllerError::InvalidUpdateVersion
-                            | ControllerError::FencedLeaderEpoch,
+                            ControllerError::IneligibleReplica(_)
+                            | ControllerError::InvalidRequest(_),
                         ),
                     ) => {
                         r.alter = None;
                         r.alter_seq += 1;
+                        l.on_isr_rejected();
                         Effects::default()
                     }
-                    (Role::Leader(l), _) => {
+                    // The partition moved on (a new partition or leader epoch, another leader):
+                    // the controller may well have applied this change before, and the reply
+                    // was lost, so it stays pending, its members counted toward HW, until the
+                    // metadata that says what happened arrives (Kafka keeps its pending ISR
+                    // state too). Reverting here let a deposed leader move HW past the log
+                    // of the replica the controller had made leader (seed 9181).
+                    (Role::Leader(_), Err(_)) => {
                         r.alter = None;
                         r.alter_seq += 1;
-                        l.on_isr_rejected();
                         Effects::default()
                     }
                     _ => Effects::default(),
@@ -1220,9 +1272,14 @@ impl Sim {
         Ok(())
     }
 
-    /// With the faults over, every partition must have a leader whose log holds every
-    /// acknowledged write where it was acknowledged.
+    /// With the faults over, no broker may still wait to shut down, and every partition must
+    /// have a leader whose log holds every acknowledged write where it was acknowledged.
     fn finish(&self) -> Result<(), String> {
+        if let Some((b, _)) = self.brokers.iter().find(|(_, br)| br.alive && br.stopping) {
+            return Err(format!(
+                "broker {b} asked to shut down and was never let stop"
+            ));
+        }
         for p in 0..PARTITIONS {
             let state = self
                 .controller
@@ -1303,6 +1360,7 @@ mod sweep {
                                     total.crashes += o.crashes;
                                     total.leader_changes += o.leader_changes;
                                     total.truncations += o.truncations;
+                                    total.clean_shutdowns += o.clean_shutdowns;
                                 }
                                 Err(e) => failures.push((seed, e)),
                             }
@@ -1323,12 +1381,13 @@ mod sweep {
         failures.sort();
         let sum = |f: fn(&Outcome) -> usize| results.iter().map(|(o, _)| f(o)).sum::<usize>();
         eprintln!(
-            "{seeds} seeds in {:.1} s: {} events, {} writes acknowledged, {} crashes, {} \
-             leaderships, {} truncations; {} failed",
+            "{seeds} seeds in {:.1} s: {} events, {} writes acknowledged, {} crashes, {} clean \
+             shutdowns, {} leaderships, {} truncations; {} failed",
             started.elapsed().as_secs_f64(),
             sum(|o| o.events),
             sum(|o| o.acked),
             sum(|o| o.crashes),
+            sum(|o| o.clean_shutdowns),
             sum(|o| o.leader_changes),
             sum(|o| o.truncations),
             failures.len()
@@ -1338,5 +1397,6 @@ mod sweep {
         }
         assert!(failures.is_empty(), "{} seeds failed", failures.len());
         assert!(sum(|o| o.acked) > 0 && sum(|o| o.truncations) > 0);
+        assert!(seeds < 100 || sum(|o| o.clean_shutdowns) > 0);
     }
 }
