@@ -727,6 +727,22 @@ mod tests {
         run(c, r)
     }
 
+    /// Broker `id`'s session ends (the others heartbeat), then it registers again: its new
+    /// epoch, at 9.6 s.
+    fn fence_and_register_again(c: &mut Controller, epochs: &BTreeMap<i32, i64>, id: i32) -> i64 {
+        for (&other, &epoch) in epochs {
+            if other != id {
+                heartbeat(c, other, epoch, 8_000);
+            }
+        }
+        let r = c.tick(9_500);
+        run(c, r);
+        let r = c
+            .register_broker(id, [id as u8; 16], vec![], None, 9_600)
+            .unwrap();
+        run(c, r)
+    }
+
     fn topic(c: &mut Controller, partitions: i32) -> Vec<PartitionState> {
         let t = NewTopic {
             name: "t".into(),
@@ -925,12 +941,7 @@ mod tests {
         topic(&mut c, 1);
         // 1 is fenced, comes back as a new registration and asks to shut down before it has
         // caught up; then an older heartbeat of it (sent before it asked) arrives.
-        heartbeat(&mut c, 2, epochs[&2], 8_000);
-        heartbeat(&mut c, 3, epochs[&3], 8_000);
-        let r = c.tick(9_500);
-        run(&mut c, r);
-        let r = c.register_broker(1, [1; 16], vec![], None, 9_600).unwrap();
-        let e1 = run(&mut c, r);
+        let e1 = fence_and_register_again(&mut c, &epochs, 1);
         let shutdown = Heartbeat {
             broker_id: 1,
             broker_epoch: e1,
@@ -959,12 +970,7 @@ mod tests {
         let (mut c, epochs) = three();
         topic(&mut c, 1);
         // 1 is fenced: 2 leads. Back and caught up, 1 is the preferred leader again.
-        heartbeat(&mut c, 2, epochs[&2], 8_000);
-        heartbeat(&mut c, 3, epochs[&3], 8_000);
-        let r = c.tick(9_500);
-        run(&mut c, r);
-        let r = c.register_broker(1, [1; 16], vec![], None, 9_600).unwrap();
-        let e1 = run(&mut c, r);
+        let e1 = fence_and_register_again(&mut c, &epochs, 1);
         heartbeat(&mut c, 1, e1, 9_700);
         let p = c.image().partitions().next().unwrap().clone();
         assert_eq!(p.leader, 2);
