@@ -229,9 +229,11 @@ impl ClusterImage {
     }
 }
 
-const BATCH_MAGIC: &[u8; 4] = b"SLMR";
-const BATCH_VERSION: u16 = 1;
-const BATCH_HEADER: usize = 10;
+const BATCH: crate::sealed::Seal = crate::sealed::Seal {
+    magic: b"SLMR",
+    version: 1,
+    what: "metadata record batch",
+};
 
 /// One operation's records as the metadata log stores them.
 pub fn encode_batch(records: &[MetadataRecord]) -> Vec<u8> {
@@ -239,30 +241,12 @@ pub fn encode_batch(records: &[MetadataRecord]) -> Vec<u8> {
     let payload = rkyv::to_bytes::<RkyvError>(&records.to_vec())
         .map(|v| v.to_vec())
         .unwrap_or_default();
-    let mut out = Vec::with_capacity(BATCH_HEADER + payload.len());
-    out.extend_from_slice(BATCH_MAGIC);
-    out.extend_from_slice(&BATCH_VERSION.to_be_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_be_bytes());
-    out.extend_from_slice(&payload);
-    out
+    BATCH.wrap(&payload)
 }
 
 /// Reads a batch; the error names what is wrong with it.
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<MetadataRecord>, String> {
-    if bytes.len() < BATCH_HEADER || &bytes[..4] != BATCH_MAGIC {
-        return Err("not a metadata record batch".into());
-    }
-    let version = u16::from_be_bytes([bytes[4], bytes[5]]);
-    if version != BATCH_VERSION {
-        return Err(format!("unknown metadata batch version {version}"));
-    }
-    let crc = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
-    let payload = &bytes[BATCH_HEADER..];
-    if crc32fast::hash(payload) != crc {
-        return Err("metadata batch checksum mismatch".into());
-    }
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
-    aligned.extend_from_slice(payload);
+    let aligned = BATCH.open(bytes)?;
     rkyv::from_bytes::<Vec<MetadataRecord>, RkyvError>(&aligned)
         .map_err(|e| format!("malformed metadata batch: {e}"))
 }

@@ -10,9 +10,11 @@ use rkyv::rancor::Error as RkyvError;
 
 use super::producer_state::{BatchMeta, ProducerEntry, ProducerState};
 
-const MAGIC: &[u8; 4] = b"SLPS";
-const VERSION: u16 = 1;
-const HEADER: usize = 10;
+const SEAL: crate::sealed::Seal = crate::sealed::Seal {
+    magic: b"SLPS",
+    version: 1,
+    what: "shardlog producer snapshot",
+};
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
 pub struct SnapshotFile {
@@ -68,31 +70,12 @@ pub fn encode(state: &ProducerState, offset: i64) -> Vec<u8> {
     let payload = rkyv::to_bytes::<RkyvError>(&file)
         .map(|v| v.to_vec())
         .unwrap_or_default();
-    let mut out = Vec::with_capacity(HEADER + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_be_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_be_bytes());
-    out.extend_from_slice(&payload);
-    out
+    SEAL.wrap(&payload)
 }
 
 /// Reads a snapshot file; an error names what is wrong with it.
 pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, String> {
-    if bytes.len() < HEADER || &bytes[..4] != MAGIC {
-        return Err("not a shardlog producer snapshot".into());
-    }
-    let version = u16::from_be_bytes([bytes[4], bytes[5]]);
-    if version != VERSION {
-        return Err(format!("unknown snapshot version {version}"));
-    }
-    let crc = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
-    let payload = &bytes[HEADER..];
-    if crc32fast::hash(payload) != crc {
-        return Err("checksum mismatch".into());
-    }
-    // The archive wants aligned bytes.
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
-    aligned.extend_from_slice(payload);
+    let aligned = SEAL.open(bytes)?;
     rkyv::from_bytes::<SnapshotFile, RkyvError>(&aligned).map_err(|e| format!("malformed: {e}"))
 }
 
