@@ -191,7 +191,10 @@ impl Quorum {
         if !ready.entries().is_empty() {
             round.append = ready.entries().iter().map(from_raft_entry).collect();
             // raft-rs reads its log back from here; the runtime's disk gets the same entries.
-            let _ = self.node.mut_store().wl().append(ready.entries());
+            // raft hands out entries that follow its log, so this cannot fail short of a bug.
+            if let Err(e) = self.node.mut_store().wl().append(ready.entries()) {
+                tracing::error!("controller quorum: raft's own entries did not append: {e}");
+            }
         }
         if let Some(hs) = ready.hs() {
             round.hard_state = Some(HardState {

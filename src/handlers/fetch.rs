@@ -117,12 +117,7 @@ pub async fn handle(
         request
             .topics
             .iter()
-            .map(|t| {
-                meta.topics
-                    .values()
-                    .find(|m| m.id == *t.topic_id.as_bytes())
-                    .map(|m| m.name.clone())
-            })
+            .map(|t| meta.topic_by_id(&t.topic_id).map(|m| m.name.clone()))
             .collect()
     } else {
         request

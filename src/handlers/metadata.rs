@@ -80,11 +80,7 @@ pub async fn handle(shard: &Rc<Shard>, version: i16, request: MetadataRequest) -
         for req in request.topics.iter().flatten() {
             let name = req.name.as_ref().map(|n| n.0.as_str().to_string());
             match name {
-                None => match meta
-                    .topics
-                    .values()
-                    .find(|t| uuid::Uuid::from_bytes(t.id) == req.topic_id)
-                {
+                None => match meta.topic_by_id(&req.topic_id) {
                     Some(t) => topics.push(describe(version, node, t, topic_ops)),
                     None => topics.push(missing(None, req.topic_id, error::UNKNOWN_TOPIC_ID)),
                 },

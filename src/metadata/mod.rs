@@ -37,6 +37,11 @@ pub struct MetadataSnapshot {
 }
 
 impl MetadataSnapshot {
+    /// The topic with this id (requests from Fetch v13 and Metadata v10 on name topics by id).
+    pub fn topic_by_id(&self, id: &uuid::Uuid) -> Option<&TopicMeta> {
+        self.topics.values().find(|t| t.id == *id.as_bytes())
+    }
+
     pub fn shard_of(&self, topic: &str, partition: i32) -> Option<usize> {
         let t = self.topics.get(topic)?;
         usize::try_from(partition)

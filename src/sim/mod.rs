@@ -37,6 +37,10 @@ const MAX_ENTRIES_PER_FETCH: usize = 64;
 /// Simulated time after the faults stop, for the cluster to settle.
 const HEAL_MS: i64 = 6_000;
 const MAX_EVENTS: usize = 400_000;
+const CONTROLLER_SETTINGS: ControllerSettings = ControllerSettings {
+    session_timeout_ms: 1_500,
+    unclean_leader_election: false,
+};
 
 /// SplitMix64: small, fast and good enough to pick faults.
 #[derive(Clone, Debug)]
@@ -315,10 +319,6 @@ struct Sim {
 pub fn run(seed: u64) -> Result<Outcome, String> {
     let mut rng = Rng::new(seed);
     let faults = Faults::draw(&mut rng);
-    let settings = ControllerSettings {
-        session_timeout_ms: 1_500,
-        unclean_leader_election: false,
-    };
     let mut sim = Sim {
         now: 0,
         seq: 0,
@@ -326,7 +326,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         faults,
         faults_on: true,
         queue: BTreeMap::new(),
-        controller: Controller::new(Default::default(), settings, 0),
+        controller: Controller::new(Default::default(), CONTROLLER_SETTINGS, 0),
         brokers: BTreeMap::new(),
         cut: BTreeMap::new(),
         settings: ReplicationSettings {
@@ -454,13 +454,6 @@ impl Sim {
         Ok(())
     }
 
-    fn controller_settings(&self) -> ControllerSettings {
-        ControllerSettings {
-            session_timeout_ms: 1_500,
-            unclean_leader_election: false,
-        }
-    }
-
     fn handle(&mut self, event: Event) -> Result<(), String> {
         match event {
             Event::Deliver { from, to, msg } => match to {
@@ -559,7 +552,7 @@ impl Sim {
                 if self.faults_on {
                     // A new active controller: the committed records, fresh sessions.
                     let image = self.controller.image().clone();
-                    self.controller = Controller::new(image, self.controller_settings(), self.now);
+                    self.controller = Controller::new(image, CONTROLLER_SETTINGS, self.now);
                     let d = self.jitter(self.faults.failover_every_ms);
                     self.at(d, Event::Failover);
                 }
@@ -1323,7 +1316,7 @@ mod tests {
     }
 
     #[test]
-    fn a_quiet_run_acknowledges_writes() {
+    fn a_run_acknowledges_writes() {
         let out = run(1).expect("seed 1");
         assert!(out.acked > 0, "{out:?}");
     }
